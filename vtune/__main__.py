@@ -1,0 +1,5 @@
+import sys
+
+from vtune.cli import main
+
+sys.exit(main())

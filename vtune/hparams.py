@@ -1,0 +1,287 @@
+"""How each hyperparameter reaches the computation.
+
+Every hyperparameter of a trial is an array in the population (one value per
+trial), so new values never recompile. Four roles consume them:
+
+* optimizer: the numeric arguments of the optimizer factory (``learning_rate``,
+  ``b1``, ``weight_decay``, ``momentum``...) plus ``clip_norm``, through
+  ``optax.inject_hyperparams`` and overwritten from the population every step;
+* schedule: ``schedule`` (constant | cosine | step), ``warmup`` and, for step
+  decay, ``decay_rate`` and ``decay_every``, computed inside the step;
+* loss: ``l2`` (added to the loss as ``l2/2 * sum(w**2)`` over weight matrices);
+* model: whatever the task's model reads from ``hp`` (``dropout``, ``init``,
+  ``init_scale``, ``activation``, or names of the user's own).
+
+String values travel as int32 codes: the index in :data:`CATEGORIES` for the
+names vtune knows, else the index in the space's ``choice`` options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vtune import nn
+from vtune.space import Choice, Fixed, Space
+
+SCHEDULES = ("constant", "cosine", "step")
+
+#: Canonical options of the string-valued hyperparameters vtune consumes.
+CATEGORIES = {"init": nn.INIT_SCHEMES, "activation": nn.ACTIVATIONS, "schedule": SCHEDULES}
+
+#: Values used for a hyperparameter the space does not mention.
+DEFAULTS = {
+    "learning_rate": 1e-3,
+    "momentum": 0.0,
+    "clip_norm": math.inf,
+    "l2": 0.0,
+    "schedule": "constant",
+    "warmup": 0.0,
+    "decay_rate": 0.1,
+    "decay_every": 0.3,
+    "dropout": 0.0,
+    "init": "he_normal",
+    "init_scale": 1.0,
+    "activation": "relu",
+}
+
+#: Legal ranges: (low, high, low_inclusive, high_inclusive).
+BOUNDS = {
+    "learning_rate": (0.0, math.inf, False, False),
+    "weight_decay": (0.0, math.inf, True, False),
+    "l2": (0.0, math.inf, True, False),
+    "clip_norm": (0.0, math.inf, False, True),
+    "momentum": (0.0, 1.0, True, False),
+    "b1": (0.0, 1.0, True, False),
+    "b2": (0.0, 1.0, True, False),
+    "eps": (0.0, math.inf, False, False),
+    "warmup": (0.0, 1.0, True, True),
+    "decay_rate": (0.0, 1.0, False, True),
+    "decay_every": (0.0, 1.0, False, True),
+    "dropout": (0.0, 1.0, True, False),
+    "init_scale": (0.0, math.inf, False, False),
+}
+
+SCHEDULE_NAMES = ("schedule", "warmup", "decay_rate", "decay_every")
+LOSS_NAMES = ("l2",)
+
+
+def float_dtype():
+    """float64 when ``jax_enable_x64`` is on, else float32."""
+    return jax.dtypes.canonicalize_dtype(np.float64)
+
+
+def sgdw(learning_rate, momentum=0.9, weight_decay=0.0, nesterov=False):
+    """SGD with momentum and decoupled weight decay (scaled by the learning rate).
+
+    Example:
+        >>> task = vtune.tasks.mlp_classifier(optimizer=vtune.sgdw)
+    """
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov))
+
+
+def optimizer_hparams(factory: Callable) -> dict[str, float]:
+    """The numeric arguments of an optax factory, with their defaults.
+
+    Arguments with a bool or non-numeric default (``nesterov``, ``mask``,
+    ``mu_dtype``) stay static; ``learning_rate`` and ``momentum`` take
+    :data:`DEFAULTS` when the factory gives none.
+    """
+    out = {}
+    for name, p in inspect.signature(factory).parameters.items():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        d = p.default
+        if isinstance(d, (int, float)) and not isinstance(d, bool):
+            out[name] = float(d)
+        elif name in DEFAULTS and (d is p.empty or d is None):
+            out[name] = DEFAULTS[name]
+        elif d is p.empty:
+            raise TypeError(f"optimizer {getattr(factory, '__name__', factory)!r} requires "
+                            f"argument {name!r}, which vtune cannot supply; bind it with "
+                            "functools.partial")
+    out["clip_norm"] = DEFAULTS["clip_norm"]
+    return out
+
+
+def make_optimizer(factory: Callable) -> Callable[..., optax.GradientTransformation]:
+    """``factory`` behind global-norm clipping, every numeric argument injectable.
+
+    The returned constructor takes ``clip_norm`` plus the factory's numeric
+    arguments (all as arrays) and gives an ``optax.inject_hyperparams``
+    transformation whose state holds them, so they can be set per step.
+    """
+    names = list(optimizer_hparams(factory))
+
+    def chained(**kw):
+        clip = kw.pop("clip_norm")
+        return optax.chain(optax.clip_by_global_norm(clip), factory(**kw))
+
+    # inject_hyperparams reads the signature to know which arguments are hyperparameters.
+    chained.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names])
+    return optax.inject_hyperparams(chained)
+
+
+def lr_factor(hp: Mapping[str, jax.Array], step: jax.Array, horizon: jax.Array) -> jax.Array:
+    """Multiplier of the base learning rate at ``step`` of a ``horizon``-step run.
+
+    ``constant`` is 1, ``cosine`` decays to 0 at the horizon, ``step``
+    multiplies by ``decay_rate`` every ``decay_every`` of the horizon; a linear
+    warm-up over the first ``warmup`` share multiplies all three.
+    """
+    dtype = hp["warmup"].dtype
+    horizon = jnp.maximum(horizon, 1).astype(dtype)
+    step = step.astype(dtype)
+    progress = jnp.clip(step / horizon, 0.0, 1.0)
+    factors = jnp.stack([
+        jnp.ones((), dtype),
+        0.5 * (1.0 + jnp.cos(jnp.pi * progress)),
+        hp["decay_rate"] ** jnp.floor(progress / hp["decay_every"]),
+    ])
+    warm_steps = hp["warmup"] * horizon
+    warm = jnp.where(warm_steps > 0, jnp.minimum(1.0, (step + 1) / jnp.maximum(warm_steps, 1)), 1.0)
+    return factors[hp["schedule"]] * warm
+
+
+class Recorder(Mapping):
+    """An ``hp`` mapping that records which names a function reads.
+
+    Every lookup succeeds with a scalar placeholder of the right dtype, so a
+    task's functions can be traced (``jax.eval_shape``) before the names they
+    consume are known.
+    """
+
+    def __init__(self, dtype_of: Callable[[str], Any]):
+        self.read: set[str] = set()
+        self._dtype_of = dtype_of
+
+    def __getitem__(self, name):
+        if not isinstance(name, str):
+            raise TypeError(f"hyperparameter names are strings, got {name!r}")
+        self.read.add(name)
+        return jnp.zeros((), self._dtype_of(name))
+
+    def __iter__(self):
+        return iter(sorted(self.read))
+
+    def __len__(self):
+        return len(self.read)
+
+
+def _is_string_valued(dist) -> bool:
+    if isinstance(dist, Choice):
+        return any(isinstance(o, str) for o in dist.options)
+    return isinstance(dist, Fixed) and isinstance(dist.value, str)
+
+
+def _check_bounds(name: str, dist) -> None:
+    if name in CATEGORIES:
+        opts = dist.options if isinstance(dist, Choice) else (getattr(dist, "value", None),)
+        bad = [o for o in opts if o not in CATEGORIES[name]]
+        if bad or not isinstance(dist, (Choice, Fixed)):
+            raise ValueError(f"space[{name!r}]: {bad or dist} is not among the known values "
+                             f"{list(CATEGORIES[name])}")
+        return
+    if name not in BOUNDS:
+        return
+    lo, hi, lo_in, hi_in = BOUNDS[name]
+    if isinstance(dist, Choice):
+        values = dist.options
+    elif isinstance(dist, Fixed):
+        values = (dist.value,)
+    else:
+        values = (dist.lo, dist.hi)
+    for v in values:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and \
+            (v > lo or (lo_in and v == lo)) and (v < hi or (hi_in and v == hi))
+        if not ok:
+            interval = f"{'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
+            raise ValueError(f"space[{name!r}]: {v!r} is outside the legal range {interval}")
+
+
+@dataclasses.dataclass(frozen=True)
+class HParamTable:
+    """The resolved hyperparameters of one (task, space) pair.
+
+    Attributes:
+      space: the search space.
+      defaults: host values of the hyperparameters the space does not set.
+      optimizer: names consumed by the optimizer.
+    """
+
+    space: Space
+    defaults: Mapping[str, Any]
+    optimizer: tuple[str, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.space.names) | set(self.defaults)))
+
+    def dtype(self, name: str):
+        if name in CATEGORIES or (name in self.space and _is_string_valued(self.space[name])):
+            return np.dtype(np.int32)
+        return np.dtype(float_dtype())
+
+    def complete(self, configs: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+        """Host values of every hyperparameter for ``n`` trials (defaults filled in)."""
+        out = {}
+        for name in self.names:
+            if name in configs:
+                out[name] = np.asarray(configs[name])
+            else:
+                out[name] = np.full(n, self.defaults[name], dtype=object if isinstance(
+                    self.defaults[name], str) else None)
+        return out
+
+    def encode(self, values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Host values (as from :meth:`complete`) to the typed arrays trials carry."""
+        out = {}
+        for name in self.names:
+            v = np.asarray(values[name])
+            if self.dtype(name) == np.int32 and v.dtype.kind in "OU":
+                options = CATEGORIES.get(name) or self.space[name].options
+                v = np.array([options.index(x) for x in v.tolist()], dtype=np.int32)
+            out[name] = v.astype(self.dtype(name))
+        return out
+
+
+def resolve(space: Space, model_reads: set[str], optimizer: Callable,
+            task_defaults: Mapping[str, Any]) -> HParamTable:
+    """Checks a space against what a task consumes and fills in defaults.
+
+    Raises:
+      ValueError: a space name nothing consumes (the message lists the accepted
+        names), a value outside its legal range, or a name the model reads
+        that has neither a space entry nor a default.
+    """
+    opt = optimizer_hparams(optimizer)
+    accepted = set(opt) | set(SCHEDULE_NAMES) | set(LOSS_NAMES) | set(model_reads)
+    unknown = [n for n in space.names if n not in accepted]
+    if unknown:
+        raise ValueError(f"hyperparameter(s) {unknown} are consumed by nothing in this task; "
+                         f"it accepts {sorted(accepted)}")
+    for name in space.names:
+        _check_bounds(name, space[name])
+    defaults = {}
+    for name in sorted(accepted - set(space.names)):
+        if name in task_defaults:
+            defaults[name] = task_defaults[name]
+        elif name in opt:
+            defaults[name] = opt[name]
+        elif name in DEFAULTS:
+            defaults[name] = DEFAULTS[name]
+        else:
+            raise ValueError(f"the task reads hp[{name!r}] but the space does not set it and it "
+                             f"has no default; add it to the space, e.g. "
+                             f"space[{name!r}] = vtune.fixed(...)")
+        _check_bounds(name, Fixed(defaults[name]))
+    return HParamTable(space=space, defaults=defaults, optimizer=tuple(sorted(opt)))

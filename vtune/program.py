@@ -1,0 +1,137 @@
+"""The compiled generation program: ``jit(vmap(scan(train_step)))`` plus evaluation.
+
+One :class:`Program` holds three jitted functions, each compiled once per
+population shape: ``init`` (fresh trials), ``train`` (one generation of
+``steps`` steps for every trial, then evaluation) and ``refill`` (apply the
+strategy's decisions: gather parents along the population axis, initialise
+fresh slots, set hyperparameters). Hyperparameters are arguments, never
+constants, so new values do not recompile.
+
+Randomness belongs to the trial: ``fold_in(seed_key, trial_id)`` gives the
+trial key, from which its init, minibatch order and dropout masks derive.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from vtune import hparams as hparams_lib
+from vtune.population import Population, where
+from vtune.task import Task
+
+# Streams folded into a trial's key.
+_INIT, _DATA, _STEP = 0, 1, 2
+
+
+def trial_key(seed_key: jax.Array, trial_id: jax.Array) -> jax.Array:
+    return jax.random.fold_in(seed_key, trial_id)
+
+
+class Program:
+    """The compiled functions of one search.
+
+    Args:
+      task: what each trial trains.
+      table: the resolved hyperparameters (:func:`vtune.hparams.resolve`).
+      steps: training steps per generation (the scan length).
+
+    Attributes:
+      traces: how often each function was traced; a retrace means a recompile.
+    """
+
+    def __init__(self, task: Task, table: hparams_lib.HParamTable, steps: int):
+        self.task, self.table, self.steps = task, table, steps
+        self._make_tx = hparams_lib.make_optimizer(task.optimizer)
+        self.traces = collections.Counter()
+        self.init = jax.jit(self._init)
+        self.train = jax.jit(self._train, donate_argnums=0)
+        self.refill = jax.jit(self._refill, donate_argnums=0)
+
+    # --- one trial, unbatched ------------------------------------------------
+
+    def _tx(self, hp):
+        return self._make_tx(**{n: hp[n] for n in self.table.optimizer})
+
+    def init_trial(self, seed_key, trial_id, hp):
+        """``(params, state, opt_state)`` of a fresh trial."""
+        key = jax.random.fold_in(trial_key(seed_key, trial_id), _INIT)
+        params, state = self.task.init(key, hp)
+        return params, state, self._tx(hp).init(params)
+
+    def _batch(self, data, key, step):
+        """Minibatch ``step`` of the trial: epochs of a per-trial permutation."""
+        if data is None:
+            return None
+        x, y = data["train"]
+        n, b = x.shape[0], self.task.batch_size
+        per_epoch = n // b
+        perm = jax.random.permutation(jax.random.fold_in(key, step // per_epoch), n)
+        idx = jax.lax.dynamic_slice_in_dim(perm, (step % per_epoch) * b, b)
+        return x[idx], y[idx]
+
+    def train_step(self, trial, data, seed_key, horizon):
+        """One optimizer step of one trial. ``trial = (params, state, opt_state, hp, id, step)``."""
+        params, state, opt_state, hp, tid, step = trial
+        key = trial_key(seed_key, tid)
+        batch = self._batch(data, jax.random.fold_in(key, _DATA), step)
+        step_key = jax.random.fold_in(jax.random.fold_in(key, _STEP), step)
+
+        def objective(p):
+            loss, new_state = self.task.loss(p, state, batch, step_key, hp)
+            sq = sum(jnp.sum(w * w) for w in jax.tree.leaves(p) if w.ndim >= 2)
+            return loss + 0.5 * hp["l2"] * sq, new_state
+
+        grads, state = jax.grad(objective, has_aux=True)(params)
+        values = {n: hp[n] for n in self.table.optimizer}
+        values["learning_rate"] = values["learning_rate"] * hparams_lib.lr_factor(hp, step, horizon)
+        values = {n: v.astype(opt_state.hyperparams[n].dtype) for n, v in values.items()}
+        opt_state = opt_state._replace(hyperparams=values)
+        updates, opt_state = self._tx(hp).update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, state, opt_state, hp, tid, step + 1
+
+    def evaluate_trial(self, params, state, data, hp):
+        """The task's metrics plus ``diverged`` (anything non-finite)."""
+        metrics = dict(self.task.metrics(params, state, data, hp))
+        finite = [jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves((metrics, params))]
+        metrics["diverged"] = ~jnp.all(jnp.stack(finite))
+        return metrics
+
+    def train_trial(self, trial, data, seed_key, horizon):
+        """``steps`` steps of one trial, then its metrics (the unbatched program)."""
+        trial = jax.lax.fori_loop(
+            0, self.steps, lambda _, t: self.train_step(t, data, seed_key, horizon), trial)
+        params, state, _, hp, _, _ = trial
+        return trial, self.evaluate_trial(params, state, data, hp)
+
+    # --- the population ------------------------------------------------------
+
+    def _init(self, seed_key, trial_id, hp) -> Population:
+        self.traces["init"] += 1
+        return self._fresh(seed_key, trial_id, hp)
+
+    def _fresh(self, seed_key, trial_id, hp) -> Population:
+        params, state, opt_state = jax.vmap(self.init_trial, (None, 0, 0))(seed_key, trial_id, hp)
+        return Population(params, state, opt_state, dict(hp), trial_id,
+                          jnp.zeros_like(trial_id))
+
+    def _train(self, pop: Population, data, seed_key, horizon):
+        self.traces["train"] += 1
+        trial = (pop.params, pop.state, pop.opt_state, pop.hparams, pop.trial_id, pop.step)
+        trial, metrics = jax.vmap(self.train_trial, (0, None, None, None))(
+            trial, data, seed_key, horizon)
+        return Population(*trial), metrics
+
+    def _refill(self, pop: Population, parent, fresh, hp: Mapping, trial_id, seed_key):
+        """Slot ``i`` becomes a copy of slot ``parent[i]``, or a fresh trial where ``fresh[i]``."""
+        self.traces["refill"] += 1
+        kept = jax.tree.map(lambda x: x[parent], pop)
+        new = self._fresh(seed_key, trial_id, hp)
+        chosen = where(fresh, new, kept)
+        return Population(chosen.params, chosen.state, chosen.opt_state, dict(hp), trial_id,
+                          chosen.step)
