@@ -14,6 +14,7 @@ trial key, from which its init, minibatch order and dropout masks derive.
 from __future__ import annotations
 
 import collections
+import functools
 from typing import Mapping
 
 import jax
@@ -26,6 +27,23 @@ from vtune.task import Task
 
 # Streams folded into a trial's key.
 _INIT, _DATA, _STEP = 0, 1, 2
+
+
+def _compact_rng(fn):
+    """Traces ``fn`` with ``jax_threefry_partitionable`` off.
+
+    A trial's random bits are drawn per trial (the population axis is the vmap
+    axis), so they never need partitioning, and the non-partitionable threefry
+    lowering compiles about 3x faster on XLA:CPU (init of a small MLP: 4.2 s ->
+    1.4 s on 2 cores). The setting is local to vtune's programs.
+    """
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.threefry_partitionable(False):
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 def trial_key(seed_key: jax.Array, trial_id: jax.Array) -> jax.Array:
@@ -57,6 +75,7 @@ class Program:
     def _tx(self, hp):
         return self._make_tx(**{n: hp[n] for n in self.table.optimizer})
 
+    @_compact_rng
     def init_trial(self, seed_key, trial_id, hp):
         """``(params, state, opt_state)`` of a fresh trial."""
         key = jax.random.fold_in(trial_key(seed_key, trial_id), _INIT)
@@ -102,6 +121,7 @@ class Program:
         metrics["diverged"] = ~jnp.all(jnp.stack(finite))
         return metrics
 
+    @_compact_rng
     def train_trial(self, trial, data, seed_key, horizon):
         """``steps`` steps of one trial, then its metrics (the unbatched program)."""
         trial = jax.lax.fori_loop(
@@ -135,3 +155,20 @@ class Program:
         chosen = where(fresh, new, kept)
         return Population(chosen.params, chosen.state, chosen.opt_state, dict(hp), trial_id,
                           chosen.step)
+
+
+_CACHE: "collections.OrderedDict[tuple, Program]" = collections.OrderedDict()
+_CACHE_SIZE = 8
+
+
+def get_program(task: Task, table: hparams_lib.HParamTable, steps: int) -> Program:
+    """A cached :class:`Program`: searches that share the task, the hyperparameter
+    names and dtypes and the steps per generation reuse its compiled functions."""
+    key = (task, steps, table.optimizer,
+           tuple((n, str(table.dtype(n))) for n in table.names))
+    if key not in _CACHE:
+        _CACHE[key] = Program(task, table, steps)
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    _CACHE.move_to_end(key)
+    return _CACHE[key]

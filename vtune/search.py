@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from vtune import hparams as hparams_lib
 from vtune import strategies as strategies_lib
 from vtune.population import take
-from vtune.program import Program
+from vtune.program import get_program
 from vtune.results import SearchResult, Trial
 from vtune.space import Space
 from vtune.task import Task
@@ -62,6 +62,18 @@ def _abstract(task: Task, space: Space):
     except (TypeError, ValueError) as e:
         raise ValueError(f"task {task.name!r} does not run on its data: {e}") from e
     return hp.read, sorted(metrics)
+
+
+def build(task: Task, space: Space, steps: int):
+    """Validates ``task`` against ``space`` and returns its compiled-program holder.
+
+    Returns:
+      ``(program, table, metric_names)``: the (cached) :class:`vtune.program.Program`,
+      the resolved :class:`vtune.hparams.HParamTable` and the task's metrics.
+    """
+    model_reads, metric_names = _abstract(task, space)
+    table = hparams_lib.resolve(space, model_reads, task.optimizer, task.defaults)
+    return get_program(task, table, steps), table, metric_names
 
 
 def population_search(
@@ -118,8 +130,7 @@ def population_search(
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     strat = strategies_lib.get(strategy)
-    model_reads, metric_names = _abstract(task, space)
-    table = hparams_lib.resolve(space, model_reads, task.optimizer, task.defaults)
+    program, table, metric_names = build(task, space, steps)
     if objective not in metric_names:
         raise ValueError(f"objective {objective!r} is not a metric of this task; "
                          f"it reports {metric_names}")
@@ -128,7 +139,6 @@ def population_search(
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
 
-    program = Program(task, table, steps)
     seed_key = jax.random.key(seed)
     data = task.device_data()
     horizon = np.int32(generations * steps)

@@ -33,7 +33,7 @@ from vtune.datasets import Dataset
 TRAIN_EVAL_MAX = 4096
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Task:
     """One trial's training problem. See the module docstring for the contract.
 

@@ -1,0 +1,228 @@
+"""Throughput of one vtune generation against training the same trials one at a time.
+
+What it measures, for each population size P (digits MLP 64-128-128-10, batch 128,
+adamw, ``learning_rate ~ loguniform(1e-4, 1e-1)`` sampled per trial):
+
+* ``vtune``: ``Program.train`` -- one generation (``--steps`` optimizer steps, then
+  evaluation) of all P trials as one ``jit(vmap(scan))`` program, built exactly as
+  ``population_search`` builds it;
+* ``jax_sequential_scan``: the same P trials one after another, each through the
+  jitted unbatched program ``jax.jit(Program.train_trial)`` (same steps, same
+  evaluation), looped over in Python. For large P only the first
+  ``--max-sequential`` trials are timed and the time is scaled to P
+  (``trials_timed`` in the row says how many).
+
+Compile time (``lower(...).compile()``) is reported separately from run time; run
+time is the median of ``--repeats`` runs, each ended by ``jax.block_until_ready``.
+The unit is trial-steps per second (P * steps / median seconds). The same run also
+measures the machine's large-matmul FLOP/s (a jitted 2048x2048 float32 matmul) and,
+for vtune, the achieved training FLOP/s (6 * batch * sum(in*out) of the dense layers
+per trial-step; evaluation is not counted) as a fraction of it.
+
+Run from the repository root::
+
+    PYTHONPATH=. python benchmarks/throughput.py
+    PYTHONPATH=. python benchmarks/throughput.py --populations 1 16 --steps 50 --repeats 2  # quick
+
+Results go to ``benchmarks/results/throughput-cpu.json`` (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from importlib import metadata
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import vtune
+from vtune import hparams as hparams_lib
+from vtune.program import Program
+from vtune.search import _abstract
+
+HIDDEN_SIZES = (128, 128)
+BATCH_SIZE = 128
+MATMUL_N = 2048
+
+
+def build_program(task: vtune.Task, space: vtune.Space, steps: int):
+    """The Program and hyperparameter table, as ``population_search`` builds them."""
+    model_reads, _ = _abstract(task, space)
+    table = hparams_lib.resolve(space, model_reads, task.optimizer, task.defaults)
+    return Program(task, table, steps), table
+
+
+def seconds(fn) -> float:
+    """Wall seconds of one call of ``fn``, which must block on its result."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def matmul_gflops(repeats: int, n: int = MATMUL_N) -> float:
+    """Median GFLOP/s of a jitted n x n float32 matmul."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    mm = jax.jit(jnp.matmul)
+    jax.block_until_ready(mm(a, b))
+    median = statistics.median(
+        seconds(lambda: jax.block_until_ready(mm(a, b))) for _ in range(repeats))
+    return 2 * n**3 / median / 1e9
+
+
+def train_flops_per_step(task: vtune.Task) -> int:
+    """Forward + backward FLOPs of one minibatch step: 6 * batch * sum(in * out)."""
+    sizes = (int(np.prod(task.data.x_train.shape[1:])), *HIDDEN_SIZES, task.data.num_classes)
+    return 6 * task.batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def bench_population(program, table, space, data, size, args, seed_key, horizon):
+    """The two rows (vtune, jax_sequential_scan) for population size ``size``."""
+    configs = space.sample(size, args.seed)
+    hp = table.encode(table.complete(configs, size))
+    pop = program.init(seed_key, np.arange(size, dtype=np.int32), hp)
+    jax.block_until_ready(pop)
+
+    # The timed trials, sliced from the initial population before train donates it.
+    k = min(size, args.max_sequential)
+    trials = [jax.block_until_ready(jax.tree.map(
+        lambda x: x[i], (pop.params, pop.state, pop.opt_state, pop.hparams, pop.trial_id,
+                         pop.step))) for i in range(k)]
+
+    # Compile both programs (timed separately from running them).
+    train_trial = jax.jit(program.train_trial)
+    vt_compile = seconds(lambda: program.train.lower(pop, data, seed_key, horizon).compile())
+    seq_compile = seconds(lambda: train_trial.lower(trials[0], data, seed_key, horizon).compile())
+
+    # Same trials, same keys: the first generation of both must reach the same losses.
+    seq_val_loss = np.array([float(train_trial(t, data, seed_key, horizon)[1]["val_loss"])
+                             for t in trials])
+    pop, metrics = jax.block_until_ready(program.train(pop, data, seed_key, horizon))
+    loss_diff = float(np.max(np.abs(np.asarray(metrics["val_loss"])[:k] - seq_val_loss)))
+
+    def run_vtune():
+        nonlocal pop
+        pop, metrics = program.train(pop, data, seed_key, horizon)  # donates pop
+        jax.block_until_ready((pop, metrics))
+
+    def run_sequential():
+        for t in trials:
+            jax.block_until_ready(train_trial(t, data, seed_key, horizon))
+
+    # Interleaved, so a change in machine load hits both implementations alike.
+    vt_times, seq_times = [], []
+    for _ in range(args.repeats):
+        vt_times.append(seconds(run_vtune))
+        seq_times.append(seconds(run_sequential) * size / k)
+    assert program.traces["train"] == 1, f"train retraced: {program.traces}"
+
+    common = {"population": size, "steps": args.steps, "repeats": args.repeats}
+    rows = []
+    for impl, times, compile_s, extra in (
+            ("vtune", vt_times, vt_compile, {}),
+            ("jax_sequential_scan", seq_times, seq_compile, {"trials_timed": k})):
+        median = statistics.median(times)
+        rows.append({"impl": impl, **common,
+                     "trial_steps_per_s": size * args.steps / median,
+                     "compile_s": compile_s, "median_s": median, "times_s": times, **extra})
+    rows[0]["max_abs_val_loss_diff_vs_sequential"] = loss_diff
+    return rows
+
+
+def environment() -> dict:
+    device = jax.devices()[0]
+    processor = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            processor = next(line.split(":", 1)[1].strip() for line in f
+                             if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "backend": jax.default_backend(),
+        "machine": {"platform": platform.platform(), "processor": processor,
+                    "cpu_count": os.cpu_count(), "device": device.device_kind},
+        "versions": {"python": platform.python_version(),
+                     **{p: metadata.version(p) for p in ("jax", "jaxlib", "flax", "optax", "numpy")}},
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def print_table(result: dict) -> None:
+    by = {(r["impl"], r["population"]): r for r in result["rows"]}
+    print(f"\nbackend {result['backend']}, {result['machine']['processor']}, "
+          f"{result['machine']['cpu_count']} CPUs; matmul {result['matmul_gflops']:.0f} GFLOP/s")
+    header = (f"{'P':>5} {'vtune t-steps/s':>16} {'sequential t-steps/s':>21} {'ratio':>6} "
+              f"{'compile vtune/seq s':>20} {'vtune GFLOP/s':>14} {'% matmul':>9}")
+    print(header)
+    print("-" * len(header))
+    for p in result["populations"]:
+        v, s = by["vtune", p], by["jax_sequential_scan", p]
+        note = f"  (sequential: {s['trials_timed']} of {p} trials timed)" \
+            if s["trials_timed"] < p else ""
+        print(f"{p:>5} {v['trial_steps_per_s']:>16,.0f} {s['trial_steps_per_s']:>21,.0f} "
+              f"{v['trial_steps_per_s'] / s['trial_steps_per_s']:>6.2f} "
+              f"{v['compile_s']:>9.2f}/{s['compile_s']:<10.2f} {v['achieved_gflops']:>14.1f} "
+              f"{100 * v['fraction_of_matmul']:>8.1f}%{note}")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--populations", type=int, nargs="+", default=[1, 16, 64, 256])
+    parser.add_argument("--steps", type=int, default=200, help="optimizer steps per generation")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported")
+    parser.add_argument("--max-sequential", type=int, default=16,
+                        help="time at most this many trials of the sequential baseline, scaled to P")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results/throughput-cpu.json")
+    args = parser.parse_args(argv)
+
+    task = vtune.tasks.mlp_classifier(hidden_sizes=HIDDEN_SIZES, dropout=False,
+                                      batch_size=BATCH_SIZE)
+    space = vtune.Space.coerce({"learning_rate": vtune.loguniform(1e-4, 1e-1)})
+    data = task.device_data()
+    seed_key = jax.random.key(args.seed)
+    horizon = np.int32(args.steps * (args.repeats + 1))  # a warm-up + the timed generations
+    flops_per_step = train_flops_per_step(task)
+
+    result = {**environment(),
+              "command": shlex.join(["python", "benchmarks/throughput.py",
+                                    *(sys.argv[1:] if argv is None else argv)]),
+              "task": task.name, "batch_size": task.batch_size, "optimizer": "adamw",
+              "space": space.to_json(), "populations": args.populations,
+              "train_flops_per_trial_step": flops_per_step}
+    result["load_average_start"] = os.getloadavg()
+    result["matmul_gflops"] = matmul_gflops(max(args.repeats, 10))
+    rows = []
+    for size in args.populations:
+        program, table = build_program(task, space, args.steps)  # fresh: compile counted per P
+        rows += bench_population(program, table, space, data, size, args, seed_key, horizon)
+        print(f"P={size}: " + ", ".join(f"{r['impl']} {r['trial_steps_per_s']:,.0f} trial-steps/s"
+                                        for r in rows[-2:]), flush=True)
+    for r in rows:
+        if r["impl"] == "vtune":
+            r["achieved_gflops"] = flops_per_step * r["trial_steps_per_s"] / 1e9
+            r["fraction_of_matmul"] = r["achieved_gflops"] / result["matmul_gflops"]
+    result["rows"] = rows
+    result["load_average_end"] = os.getloadavg()
+
+    print_table(result)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print(f"\nwrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny tasks (few compiles, small shapes) and a compile counter."""
+
+import collections
+import logging
+import re
+
+import jax
+import optax
+import pytest
+
+import vtune
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    return vtune.datasets.synthetic(num_examples=256, num_features=16, num_classes=4, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_task(tiny_data):
+    """A 16-16-4 MLP with dropout, batch 32: compiles in about a second."""
+    return vtune.tasks.mlp_classifier(tiny_data, hidden_sizes=(16,), batch_size=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_sgd_task(tiny_data):
+    return vtune.tasks.mlp_classifier(tiny_data, hidden_sizes=(16,), batch_size=32,
+                                      optimizer=optax.sgd)
+
+
+class _CompileLog(logging.Handler):
+    """Counts XLA compilations by function name, from ``jax.log_compiles`` records."""
+
+    pattern = re.compile(r"Finished XLA compilation of (?:jit\()?([\w<>.]+)")
+
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.counts = collections.Counter()
+
+    def emit(self, record):
+        m = self.pattern.search(record.getMessage())
+        if m:
+            self.counts[m.group(1)] += 1
+
+
+@pytest.fixture
+def compiles():
+    """A Counter of XLA compilations during the test, keyed by function name."""
+    handler = _CompileLog()
+    logger = logging.getLogger("jax._src.dispatch")
+    logger.addHandler(handler)
+    old = logger.level
+    logger.setLevel(logging.DEBUG)
+    with jax.log_compiles(True):
+        yield handler.counts
+    logger.removeHandler(handler)
+    logger.setLevel(old)
