@@ -63,20 +63,28 @@ def build_program(task: vtune.Task, space: vtune.Space, steps: int):
 
 def seconds(fn) -> float:
     """Wall seconds of one call of ``fn``, which must block on its result."""
-    start = time.perf_counter()
+    return timed(fn)[0]
+
+
+def timed(fn) -> tuple[float, float]:
+    """Wall seconds of one call of ``fn`` (which must block on its result), and the
+    CPU seconds this process spent per wall second meanwhile (about the core count
+    when nothing else competes for the machine)."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return wall, cpu / wall
 
 
-def matmul_gflops(repeats: int, n: int = MATMUL_N) -> float:
-    """Median GFLOP/s of a jitted n x n float32 matmul."""
+def matmul_gflops(repeats: int, n: int = MATMUL_N) -> tuple[float, float]:
+    """Median GFLOP/s of a jitted n x n float32 matmul, and its median CPU per wall second."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     mm = jax.jit(jnp.matmul)
     jax.block_until_ready(mm(a, b))
-    median = statistics.median(
-        seconds(lambda: jax.block_until_ready(mm(a, b))) for _ in range(repeats))
-    return 2 * n**3 / median / 1e9
+    runs = [timed(lambda: jax.block_until_ready(mm(a, b))) for _ in range(repeats)]
+    median = statistics.median(wall for wall, _ in runs)
+    return 2 * n**3 / median / 1e9, statistics.median(cpu for _, cpu in runs)
 
 
 def train_flops_per_step(task: vtune.Task) -> int:
@@ -103,11 +111,12 @@ def bench_population(program, table, space, data, size, args, seed_key, horizon)
     vt_compile = seconds(lambda: program.train.lower(pop, data, seed_key, horizon).compile())
     seq_compile = seconds(lambda: train_trial.lower(trials[0], data, seed_key, horizon).compile())
 
-    # Same trials, same keys: the first generation of both must reach the same losses.
+    # Warm-up and check: same trials, same keys, so the first generation of both gives
+    # the same losses up to float rounding (which high learning rates amplify).
     seq_val_loss = np.array([float(train_trial(t, data, seed_key, horizon)[1]["val_loss"])
                              for t in trials])
     pop, metrics = jax.block_until_ready(program.train(pop, data, seed_key, horizon))
-    loss_diff = float(np.max(np.abs(np.asarray(metrics["val_loss"])[:k] - seq_val_loss)))
+    loss_diff = np.abs(np.asarray(metrics["val_loss"])[:k] - seq_val_loss)
 
     def run_vtune():
         nonlocal pop
@@ -119,22 +128,26 @@ def bench_population(program, table, space, data, size, args, seed_key, horizon)
             jax.block_until_ready(train_trial(t, data, seed_key, horizon))
 
     # Interleaved, so a change in machine load hits both implementations alike.
-    vt_times, seq_times = [], []
+    vt_runs, seq_runs = [], []
     for _ in range(args.repeats):
-        vt_times.append(seconds(run_vtune))
-        seq_times.append(seconds(run_sequential) * size / k)
+        vt_runs.append(timed(run_vtune))
+        wall, cpu = timed(run_sequential)
+        seq_runs.append((wall * size / k, cpu))
     assert program.traces["train"] == 1, f"train retraced: {program.traces}"
 
     common = {"population": size, "steps": args.steps, "repeats": args.repeats}
     rows = []
-    for impl, times, compile_s, extra in (
-            ("vtune", vt_times, vt_compile, {}),
-            ("jax_sequential_scan", seq_times, seq_compile, {"trials_timed": k})):
+    for impl, runs, compile_s, extra in (
+            ("vtune", vt_runs, vt_compile, {}),
+            ("jax_sequential_scan", seq_runs, seq_compile, {"trials_timed": k})):
+        times = [wall for wall, _ in runs]
         median = statistics.median(times)
         rows.append({"impl": impl, **common,
                      "trial_steps_per_s": size * args.steps / median,
-                     "compile_s": compile_s, "median_s": median, "times_s": times, **extra})
-    rows[0]["max_abs_val_loss_diff_vs_sequential"] = loss_diff
+                     "compile_s": compile_s, "median_s": median, "times_s": times,
+                     "cpu_per_wall": statistics.median(cpu for _, cpu in runs), **extra})
+    rows[0]["val_loss_abs_diff_vs_sequential"] = {
+        "median": float(np.median(loss_diff)), "max": float(np.max(loss_diff))}
     return rows
 
 
@@ -160,9 +173,12 @@ def environment() -> dict:
 def print_table(result: dict) -> None:
     by = {(r["impl"], r["population"]): r for r in result["rows"]}
     print(f"\nbackend {result['backend']}, {result['machine']['processor']}, "
-          f"{result['machine']['cpu_count']} CPUs; matmul {result['matmul_gflops']:.0f} GFLOP/s")
+          f"{result['machine']['cpu_count']} CPUs; matmul {result['matmul_gflops']:.0f} GFLOP/s; "
+          f"load average {result['load_average_start'][0]:.1f} at start, "
+          f"{result['load_average_end'][0]:.1f} at end")
     header = (f"{'P':>5} {'vtune t-steps/s':>16} {'sequential t-steps/s':>21} {'ratio':>6} "
-              f"{'compile vtune/seq s':>20} {'vtune GFLOP/s':>14} {'% matmul':>9}")
+              f"{'compile vtune/seq s':>20} {'cpu/wall vtune/seq':>19} {'vtune GFLOP/s':>14} "
+              f"{'% matmul':>9}")
     print(header)
     print("-" * len(header))
     for p in result["populations"]:
@@ -171,7 +187,8 @@ def print_table(result: dict) -> None:
             if s["trials_timed"] < p else ""
         print(f"{p:>5} {v['trial_steps_per_s']:>16,.0f} {s['trial_steps_per_s']:>21,.0f} "
               f"{v['trial_steps_per_s'] / s['trial_steps_per_s']:>6.2f} "
-              f"{v['compile_s']:>9.2f}/{s['compile_s']:<10.2f} {v['achieved_gflops']:>14.1f} "
+              f"{v['compile_s']:>9.2f}/{s['compile_s']:<10.2f} "
+              f"{v['cpu_per_wall']:>9.2f}/{s['cpu_per_wall']:<9.2f} {v['achieved_gflops']:>14.1f} "
               f"{100 * v['fraction_of_matmul']:>8.1f}%{note}")
 
 
@@ -201,7 +218,7 @@ def main(argv=None) -> dict:
               "space": space.to_json(), "populations": args.populations,
               "train_flops_per_trial_step": flops_per_step}
     result["load_average_start"] = os.getloadavg()
-    result["matmul_gflops"] = matmul_gflops(max(args.repeats, 10))
+    result["matmul_gflops"], result["matmul_cpu_per_wall"] = matmul_gflops(max(args.repeats, 10))
     rows = []
     for size in args.populations:
         program, table = build_program(task, space, args.steps)  # fresh: compile counted per P

@@ -78,12 +78,12 @@ def digits(val_fraction: float = 0.2, seed: int = 0) -> Dataset:
 
     Args:
       val_fraction: share of the 1797 images held out for validation.
-      seed: seed of the split (the default gives 1437 train / 360 val images).
+      seed: seed of the split (the default gives 1438 train / 359 val images).
 
     Example:
         >>> data = vtune.datasets.digits()
         >>> data.x_train.shape, data.x_val.shape, data.num_classes
-        ((1437, 64), (360, 64), 10)
+        ((1438, 64), (359, 64), 10)
     """
     ref = importlib.resources.files("vtune") / "data" / "digits.npz"
     with ref.open("rb") as f, np.load(f, allow_pickle=False) as z:

@@ -18,6 +18,9 @@ class Trial:
       step: training steps the trial had taken.
       params: its parameters as an unbatched pytree on the host (for NNX
         tasks an ``nnx.State`` to load with ``nnx.update(model, params)``).
+      encoded_hparams: the values as the model receives them (numpy scalars,
+        strings as int codes), to rebuild the model:
+        ``model = Net(trial.encoded_hparams, nnx.Rngs(0))``.
     """
 
     trial_id: int
@@ -26,6 +29,7 @@ class Trial:
     generation: int
     step: int
     params: Any = None
+    encoded_hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,12 +43,14 @@ class SearchResult:
         ``step``, ``status`` (alive | pruned | diverged), every hyperparameter
         and every metric.
       objective: the metric optimised; mode: "min" or "max".
+      tuned: the names of the searched hyperparameters (the space's).
     """
 
     best: Trial | None
     history: list[dict[str, Any]]
     objective: str
     mode: str
+    tuned: tuple[str, ...] = ()
 
     def to_pandas(self):
         """The history as a ``pandas.DataFrame`` (needs the ``plots`` extra)."""
@@ -59,7 +65,7 @@ class SearchResult:
         if self.best is None:
             return "no trial finished without diverging"
         b = self.best
-        hp = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(b.hparams.items()))
+        hp = ", ".join(f"{k}={_fmt(b.hparams[k])}" for k in (self.tuned or sorted(b.hparams)))
         m = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(b.metrics.items()) if k != "diverged")
         return (f"best trial {b.trial_id} (generation {b.generation}, step {b.step}): "
                 f"{self.objective}={_fmt(b.metrics[self.objective])}\n  hparams: {hp}\n"

@@ -151,7 +151,8 @@ def population_search(
     parent_id = np.full(size, -1, np.int64)
     step = np.zeros(size, np.int64)
     next_id = size
-    pop = program.init(seed_key, trial_id, table.encode(values))
+    encoded = table.encode(values)
+    pop = program.init(seed_key, trial_id, encoded)
 
     history: list[dict[str, Any]] = []
     best: Trial | None = None
@@ -176,7 +177,8 @@ def population_search(
                              hparams={k: _py(v[i]) for k, v in values.items()},
                              metrics={k: _py(v[i]) for k, v in m.items()},
                              generation=g, step=int(step[i]),
-                             params=jax.device_get(take(pop.params, np.int32(i))))
+                             params=jax.device_get(take(pop.params, np.int32(i))),
+                             encoded_hparams={k: v[i] for k, v in encoded.items()})
         bar.set_postfix(best=None if best is None else round(best.metrics[objective], 4),
                         diverged=int(diverged.sum()))
         if g == generations - 1:
@@ -198,6 +200,8 @@ def population_search(
         next_id += int(new.sum())
         configs = dec.configs
         values = table.complete(configs, size)
-        pop = program.refill(pop, parent, fresh, table.encode(values), trial_id, seed_key)
+        encoded = table.encode(values)
+        pop = program.refill(pop, parent, fresh, encoded, trial_id, seed_key)
     bar.close()
-    return SearchResult(best=best, history=history, objective=objective, mode=mode)
+    return SearchResult(best=best, history=history, objective=objective, mode=mode,
+                        tuned=space.names)
