@@ -76,3 +76,19 @@ def test_float32_population_matches_alone_over_5_steps(tiny_data):
     for i, ((p, *_), m) in enumerate(alone):
         assert max_relative_error(take(params, i), p) <= 1e-4, f"trial in slot {i}"
         assert metrics["val_accuracy"][i] == pytest.approx(m["val_accuracy"], abs=1e-6)
+
+
+def test_a_trial_computes_the_same_in_any_slot_and_population_size(tiny_task):
+    program, table, _ = build(tiny_task, SPACE, 5)
+    hp8 = table.encode(table.complete(CONFIGS, 8))
+    key, data = jax.random.key(1), tiny_task.device_data()
+
+    def run(slots):
+        ids = np.asarray(slots, np.int32)
+        hp = {k: v[ids] for k, v in hp8.items()}
+        pop, metrics = program.train(program.init(key, ids, hp), data, key, np.int32(20))
+        return dict(zip(slots, jax.device_get(metrics["val_loss"])))
+
+    everyone, few = run(list(range(8))), run([6, 1, 3])  # other slots, other size
+    for trial in (6, 1, 3):
+        assert few[trial] == pytest.approx(everyone[trial], rel=1e-5)
