@@ -8,6 +8,8 @@ trial), so new values never recompile. Four roles consume them:
   ``optax.inject_hyperparams`` and overwritten from the population every step;
 * schedule: ``schedule`` (constant | cosine | step), ``warmup`` and, for step
   decay, ``decay_rate`` and ``decay_every``, computed inside the step;
+* data: ``train_fraction``, the share of the training set a trial samples
+  from (coarse stages of a search train on a subsample);
 * loss: ``l2`` (added to the loss as ``l2/2 * sum(w**2)`` over weight matrices);
 * model: whatever the task's model reads from ``hp`` (``dropout``, ``init``,
   ``init_scale``, ``activation``, or names of the user's own).
@@ -42,6 +44,7 @@ DEFAULTS = {
     "momentum": 0.0,
     "clip_norm": math.inf,
     "l2": 0.0,
+    "train_fraction": 1.0,
     "schedule": "constant",
     "warmup": 0.0,
     "decay_rate": 0.1,
@@ -66,11 +69,13 @@ BOUNDS = {
     "decay_rate": (0.0, 1.0, False, True),
     "decay_every": (0.0, 1.0, False, True),
     "dropout": (0.0, 1.0, True, False),
+    "train_fraction": (0.0, 1.0, False, True),
     "init_scale": (0.0, math.inf, False, False),
 }
 
 SCHEDULE_NAMES = ("schedule", "warmup", "decay_rate", "decay_every")
 LOSS_NAMES = ("l2",)
+DATA_NAMES = ("train_fraction",)
 
 
 def float_dtype():
@@ -264,7 +269,7 @@ def resolve(space: Space, model_reads: set[str], optimizer: Callable,
         that has neither a space entry nor a default.
     """
     opt = optimizer_hparams(optimizer)
-    accepted = set(opt) | set(SCHEDULE_NAMES) | set(LOSS_NAMES) | set(model_reads)
+    accepted = set(opt) | set(SCHEDULE_NAMES) | set(LOSS_NAMES) | set(DATA_NAMES) | set(model_reads)
     unknown = [n for n in space.names if n not in accepted]
     if unknown:
         raise ValueError(f"hyperparameter(s) {unknown} are consumed by nothing in this task; "

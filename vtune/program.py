@@ -82,14 +82,21 @@ class Program:
         params, state = self.task.init(key, hp)
         return params, state, self._tx(hp).init(params)
 
-    def _batch(self, data, key, step):
-        """Minibatch ``step`` of the trial: epochs of a per-trial permutation."""
+    def _batch(self, data, key, step, fraction):
+        """Minibatch ``step`` of the trial: epochs of a per-trial permutation.
+
+        Only the first ``fraction`` of the training set is used (at least one
+        batch): the split is already a seeded shuffle, so that is a seeded
+        subsample, the same for every trial.
+        """
         if data is None:
             return None
         x, y = data["train"]
         n, b = x.shape[0], self.task.batch_size
-        per_epoch = n // b
-        perm = jax.random.permutation(jax.random.fold_in(key, step // per_epoch), n)
+        used = jnp.clip(jnp.floor(fraction * n).astype(jnp.int32), b, n)
+        per_epoch = used // b
+        noise = jax.random.uniform(jax.random.fold_in(key, step // per_epoch), (n,))
+        perm = jnp.argsort(jnp.where(jnp.arange(n) < used, noise, 2.0))
         idx = jax.lax.dynamic_slice_in_dim(perm, (step % per_epoch) * b, b)
         return x[idx], y[idx]
 
@@ -97,7 +104,7 @@ class Program:
         """One optimizer step of one trial. ``trial = (params, state, opt_state, hp, id, step)``."""
         params, state, opt_state, hp, tid, step = trial
         key = trial_key(seed_key, tid)
-        batch = self._batch(data, jax.random.fold_in(key, _DATA), step)
+        batch = self._batch(data, jax.random.fold_in(key, _DATA), step, hp["train_fraction"])
         step_key = jax.random.fold_in(jax.random.fold_in(key, _STEP), step)
 
         def objective(p):
