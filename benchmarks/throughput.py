@@ -45,20 +45,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import vtune
-from vtune import hparams as hparams_lib
-from vtune.program import Program
-from vtune.search import _abstract
+from vtune.search import build
 
 HIDDEN_SIZES = (128, 128)
 BATCH_SIZE = 128
 MATMUL_N = 2048
-
-
-def build_program(task: vtune.Task, space: vtune.Space, steps: int):
-    """The Program and hyperparameter table, as ``population_search`` builds them."""
-    model_reads, _ = _abstract(task, space)
-    table = hparams_lib.resolve(space, model_reads, task.optimizer, task.defaults)
-    return Program(task, table, steps), table
 
 
 def seconds(fn) -> float:
@@ -107,6 +98,7 @@ def bench_population(program, table, space, data, size, args, seed_key, horizon)
                          pop.step))) for i in range(k)]
 
     # Compile both programs (timed separately from running them).
+    traces = program.traces["train"]
     train_trial = jax.jit(program.train_trial)
     vt_compile = seconds(lambda: program.train.lower(pop, data, seed_key, horizon).compile())
     seq_compile = seconds(lambda: train_trial.lower(trials[0], data, seed_key, horizon).compile())
@@ -133,7 +125,7 @@ def bench_population(program, table, space, data, size, args, seed_key, horizon)
         vt_runs.append(timed(run_vtune))
         wall, cpu = timed(run_sequential)
         seq_runs.append((wall * size / k, cpu))
-    assert program.traces["train"] == 1, f"train retraced: {program.traces}"
+    assert program.traces["train"] == traces + 1, f"train retraced: {program.traces}"
 
     common = {"population": size, "steps": args.steps, "repeats": args.repeats}
     rows = []
@@ -219,9 +211,9 @@ def main(argv=None) -> dict:
               "train_flops_per_trial_step": flops_per_step}
     result["load_average_start"] = os.getloadavg()
     result["matmul_gflops"], result["matmul_cpu_per_wall"] = matmul_gflops(max(args.repeats, 10))
+    program, table, _ = build(task, space, args.steps)  # as population_search builds it
     rows = []
     for size in args.populations:
-        program, table = build_program(task, space, args.steps)  # fresh: compile counted per P
         rows += bench_population(program, table, space, data, size, args, seed_key, horizon)
         print(f"P={size}: " + ", ".join(f"{r['impl']} {r['trial_steps_per_s']:,.0f} trial-steps/s"
                                         for r in rows[-2:]), flush=True)

@@ -83,21 +83,20 @@ class Program:
         return params, state, self._tx(hp).init(params)
 
     def _batch(self, data, key, step, fraction):
-        """Minibatch ``step`` of the trial: epochs of a per-trial permutation.
+        """Minibatch ``step`` of the trial, drawn uniformly with replacement.
 
         Only the first ``fraction`` of the training set is used (at least one
-        batch): the split is already a seeded shuffle, so that is a seeded
-        subsample, the same for every trial.
+        batch's worth): the split is already a seeded shuffle, so that is a
+        seeded subsample, the same for every trial. With replacement because a
+        per-step permutation (a sort over the whole training set) cost 45% of
+        the throughput of the digits MLP at P=64 on CPU.
         """
         if data is None:
             return None
         x, y = data["train"]
         n, b = x.shape[0], self.task.batch_size
         used = jnp.clip(jnp.floor(fraction * n).astype(jnp.int32), b, n)
-        per_epoch = used // b
-        noise = jax.random.uniform(jax.random.fold_in(key, step // per_epoch), (n,))
-        perm = jnp.argsort(jnp.where(jnp.arange(n) < used, noise, 2.0))
-        idx = jax.lax.dynamic_slice_in_dim(perm, (step % per_epoch) * b, b)
+        idx = jax.random.randint(jax.random.fold_in(key, step), (b,), 0, used)
         return x[idx], y[idx]
 
     def train_step(self, trial, data, seed_key, horizon):
