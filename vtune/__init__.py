@@ -12,6 +12,7 @@ Example:
 """
 
 from vtune import datasets, nn, strategies, tasks
+from vtune.checkpoint import load
 from vtune.hparams import sgdw
 from vtune.results import SearchResult, Trial
 from vtune.search import population_search
@@ -23,6 +24,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Choice", "Fixed", "IntUniform", "LogUniform", "SearchResult", "Space", "Task", "Trial",
-    "Uniform", "choice", "datasets", "fixed", "from_nnx", "intuniform", "loguniform", "nn",
+    "Uniform", "choice", "datasets", "fixed", "from_nnx", "intuniform", "load", "loguniform", "nn",
     "population_search", "sgdw", "strategies", "tasks", "uniform",
 ]

@@ -213,6 +213,13 @@ def _check_bounds(name: str, dist) -> None:
             raise ValueError(f"space[{name!r}]: {v!r} is outside the legal range {interval}")
 
 
+def value_dtype(name: str, space: Space):
+    """The dtype a hyperparameter travels as: int32 codes for strings, else float."""
+    if name in CATEGORIES or (name in space and _is_string_valued(space[name])):
+        return np.dtype(np.int32)
+    return np.dtype(float_dtype())
+
+
 @dataclasses.dataclass(frozen=True)
 class HParamTable:
     """The resolved hyperparameters of one (task, space) pair.
@@ -232,9 +239,7 @@ class HParamTable:
         return tuple(sorted(set(self.space.names) | set(self.defaults)))
 
     def dtype(self, name: str):
-        if name in CATEGORIES or (name in self.space and _is_string_valued(self.space[name])):
-            return np.dtype(np.int32)
-        return np.dtype(float_dtype())
+        return value_dtype(name, self.space)
 
     def complete(self, configs: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         """Host values of every hyperparameter for ``n`` trials (defaults filled in)."""

@@ -9,7 +9,9 @@ device except the best trial's, fetched when it improves.
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
+import time
 from typing import Any, Mapping
 
 import jax
@@ -17,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+import vtune
+from vtune import checkpoint as checkpoint_lib
 from vtune import hparams as hparams_lib
 from vtune import strategies as strategies_lib
 from vtune.population import take
@@ -42,9 +46,7 @@ def _abstract(task: Task, space: Space):
 
     Returns the names of the hyperparameters it reads and its metric names.
     """
-    dtype_of = lambda n: (np.int32 if n in hparams_lib.CATEGORIES or (
-        n in space and hparams_lib._is_string_valued(space[n])) else hparams_lib.float_dtype())
-    hp = hparams_lib.Recorder(dtype_of)
+    hp = hparams_lib.Recorder(lambda name: hparams_lib.value_dtype(name, space))
     key = jax.eval_shape(lambda: jax.random.key(0))
     data = None
     if task.data is not None:
@@ -76,6 +78,25 @@ def build(task: Task, space: Space, steps: int):
     return get_program(task, table, steps), table, metric_names
 
 
+@dataclasses.dataclass(frozen=True)
+class _Host:
+    """Everything the driver keeps on the host; checkpointed as JSON.
+
+    ``generation`` counts completed generations; arrays are per slot.
+    """
+
+    generation: int
+    trial_id: np.ndarray
+    parent_id: np.ndarray
+    step: np.ndarray
+    next_id: int
+    configs: dict
+    strategy: Any
+    history: list
+    best: dict | None
+    elapsed: float
+
+
 def population_search(
     task: Task,
     space: Space | Mapping[str, Any],
@@ -87,6 +108,10 @@ def population_search(
     mode: str | None = None,
     seed: int = 0,
     strategy: str | strategies_lib.Strategy | None = None,
+    checkpoint_dir: str | None = None,
+    overwrite: bool = False,
+    checkpoint_every: int = 1,
+    max_to_keep: int = 3,
     verbose: bool = True,
 ) -> SearchResult:
     """Searches hyperparameters with a whole population trained as one program.
@@ -102,7 +127,15 @@ def population_search(
       mode: "min" or "max"; default "max" for accuracies, else "min".
       seed: seeds the sampling, every trial's keys and the strategy.
       strategy: a registry name (see :data:`vtune.strategies.REGISTRY`) or a
-        :class:`vtune.strategies.Strategy`; default truncation selection.
+        :class:`vtune.strategies.Strategy`; default
+        :data:`vtune.strategies.DEFAULT`.
+      checkpoint_dir: save the search here (orbax, asynchronously) and resume
+        from it: calling again with the same directory and arguments continues
+        from the last complete checkpoint and finishes with the same result as
+        an uninterrupted run. A directory of another search is refused.
+      overwrite: start afresh in ``checkpoint_dir``, deleting what it holds.
+      checkpoint_every: save every this many generations (and after the last).
+      max_to_keep: checkpoints kept in ``checkpoint_dir``.
       verbose: show a progress bar.
 
     Returns:
@@ -111,7 +144,7 @@ def population_search(
 
     Raises:
       ValueError, TypeError: bad arguments, named in the message, before
-        anything is compiled.
+        anything is compiled or written.
 
     Example:
         >>> task = vtune.tasks.mlp_classifier(hidden_sizes=(32,))
@@ -127,8 +160,11 @@ def population_search(
     size = _positive_int("population_size", population_size)
     generations = _positive_int("generations", generations)
     steps = _positive_int("steps_per_generation", steps_per_generation)
+    every = _positive_int("checkpoint_every", checkpoint_every)
+    keep = _positive_int("max_to_keep", max_to_keep)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = int(seed)
     strat = strategies_lib.get(strategy)
     program, table, metric_names = build(task, space, steps)
     if objective not in metric_names:
@@ -138,70 +174,132 @@ def population_search(
         mode = "max" if "accuracy" in objective else "min"
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    ckpt = None
+    if checkpoint_dir is not None:
+        spec = {"vtune_version": vtune.__version__, "format": checkpoint_lib.FORMAT,
+                "space": space.to_json(), "task": task.name, "task_fingerprint":
+                task.fingerprint(), "population_size": size, "generations": generations,
+                "steps_per_generation": steps, "objective": objective, "mode": mode,
+                "seed": seed, "strategy": strat.name}
+        ckpt = checkpoint_lib.Checkpointer(checkpoint_dir, spec, overwrite=overwrite,
+                                           max_to_keep=keep)
 
     seed_key = jax.random.key(seed)
     data = task.device_data()
     horizon = np.int32(generations * steps)
     sign = 1.0 if mode == "min" else -1.0
+    host, pop, best_params = _start(program, table, strat, space, size, seed, seed_key, ckpt)
+    clock = time.perf_counter() - host.elapsed
 
-    sstate = strat.init(int(seed), space, size)
-    sstate, configs = strat.ask(sstate)
-    values = table.complete(configs, size)
-    trial_id = np.arange(size, dtype=np.int32)
-    parent_id = np.full(size, -1, np.int64)
-    step = np.zeros(size, np.int64)
-    next_id = size
-    encoded = table.encode(values)
-    pop = program.init(seed_key, trial_id, encoded)
-
-    history: list[dict[str, Any]] = []
-    best: Trial | None = None
-    bar = tqdm(range(generations), desc="vtune", unit="gen", disable=not verbose)
-    for g in bar:
+    bar = tqdm(total=generations, initial=host.generation, desc="vtune", unit="gen",
+               disable=not verbose)
+    for g in range(host.generation, generations):
+        tick = time.perf_counter()
         pop, metrics = program.train(pop, data, seed_key, horizon)
         m = jax.device_get(metrics)
-        step += steps
-        diverged = np.asarray(m["diverged"]) | ~np.isfinite(m[objective])
-        scores = np.where(diverged, np.nan, sign * np.asarray(m[objective], np.float64))
-        rows = [{"generation": g, "slot": i, "trial_id": int(trial_id[i]),
-                 "parent_id": int(parent_id[i]), "step": int(step[i]),
-                 "status": "diverged" if diverged[i] else "alive",
-                 **{k: _py(v[i]) for k, v in values.items()},
-                 **{k: _py(v[i]) for k, v in m.items() if k != "diverged"}}
-                for i in range(size)]
-        history.extend(rows)
-        if not np.all(np.isnan(scores)):
-            i = int(np.nanargmin(scores))
-            if best is None or scores[i] < sign * best.metrics[objective]:
-                best = Trial(trial_id=int(trial_id[i]),
-                             hparams={k: _py(v[i]) for k, v in values.items()},
-                             metrics={k: _py(v[i]) for k, v in m.items()},
-                             generation=g, step=int(step[i]),
-                             params=jax.device_get(take(pop.params, np.int32(i))),
-                             encoded_hparams={k: v[i] for k, v in encoded.items()})
-        bar.set_postfix(best=None if best is None else round(best.metrics[objective], 4),
-                        diverged=int(diverged.sum()))
-        if g == generations - 1:
-            break
-        sstate, dec = strat.tell(sstate, scores, configs)
-        parent = np.asarray(dec.parent, np.int32)
-        fresh = np.asarray(dec.fresh, bool)
-        if parent.shape != (size,) or fresh.shape != (size,) or \
-                np.any(parent < 0) or np.any(parent >= size):
-            raise RuntimeError(f"strategy {strat.name!r} returned invalid decisions")
-        new = fresh | (parent != np.arange(size))
-        for i in np.flatnonzero(new):
-            if rows[i]["status"] == "alive":
-                rows[i]["status"] = "pruned"
-        parent_id = np.where(fresh, -1, np.where(new, trial_id[parent], parent_id))
-        step = np.where(fresh, 0, step[parent])
-        trial_id = trial_id.copy()
-        trial_id[new] = np.arange(next_id, next_id + new.sum(), dtype=np.int32)
-        next_id += int(new.sum())
-        configs = dec.configs
-        values = table.complete(configs, size)
-        encoded = table.encode(values)
-        pop = program.refill(pop, parent, fresh, encoded, trial_id, seed_key)
+        host, best_params = _record(host, m, pop, table, objective, sign, steps,
+                                    task.batch_size, time.perf_counter() - clock, best_params)
+        if g < generations - 1:
+            host, pop = _advance(host, strat, program, pop, table, sign, objective, seed_key)
+        host = dataclasses.replace(host, generation=g + 1,
+                                   elapsed=time.perf_counter() - clock)
+        if ckpt is not None and ((g + 1) % every == 0 or g + 1 == generations):
+            ckpt.save(g + 1, pop, best_params, vars(host))
+        rows = host.history[-size:]
+        bar.set_postfix(best=None if host.best is None else
+                        float(f"{host.best['metrics'][objective]:.4g}"),
+                        alive=sum(r["status"] == "alive" for r in rows),
+                        pruned=sum(r["status"] == "pruned" for r in rows),
+                        diverged=sum(r["status"] == "diverged" for r in rows),
+                        trial_steps_s=f"{size * steps / (time.perf_counter() - tick):,.0f}")
+        bar.update()
     bar.close()
-    return SearchResult(best=best, history=history, objective=objective, mode=mode,
+    if ckpt is not None:
+        ckpt.close()
+    return _result(host, best_params, objective, mode, space)
+
+
+def _start(program, table, strat, space, size, seed, seed_key, ckpt):
+    """The first generation's host state and population, or the checkpointed ones."""
+    sstate, configs = strat.ask(strat.init(seed, space, size))
+    trial_id = np.arange(size, dtype=np.int32)
+    encoded = table.encode(table.complete(configs, size))
+    host = _Host(generation=0, trial_id=trial_id, parent_id=np.full(size, -1, np.int64),
+                 step=np.zeros(size, np.int64), next_id=size, configs=configs,
+                 strategy=sstate, history=[], best=None, elapsed=0.0)
+    if ckpt is not None and ckpt.resuming:
+        shapes = jax.eval_shape(program.init, seed_key, trial_id, encoded)
+        best_shapes = jax.eval_shape(take, shapes.params, np.int32(0))
+        restored = ckpt.restore(checkpoint_lib.abstract(shapes),
+                                checkpoint_lib.abstract(best_shapes))
+        if restored is not None:
+            pop, best_params, saved = restored
+            fields = {f.name: getattr(host, f.name) for f in dataclasses.fields(host)}
+            return dataclasses.replace(host, **{
+                k: checkpoint_lib.decode(v, fields[k]) for k, v in saved.items()}), pop, best_params
+    return host, program.init(seed_key, trial_id, encoded), None
+
+
+def _record(host: _Host, m, pop, table, objective, sign, steps, batch_size, wall, best_params):
+    """Appends this generation's rows to the history and updates the best trial."""
+    g, size = host.generation, len(host.trial_id)
+    step = host.step + steps
+    values = table.complete(host.configs, size)
+    diverged = np.asarray(m["diverged"]) | ~np.isfinite(m[objective])
+    rows = [{"generation": g, "slot": i, "trial_id": int(host.trial_id[i]),
+             "parent_id": int(host.parent_id[i]), "step": int(step[i]),
+             "examples_seen": int(step[i]) * batch_size, "wall_time": wall,
+             "status": "diverged" if diverged[i] else "alive",
+             **{k: _py(v[i]) for k, v in values.items()},
+             **{k: _py(v[i]) for k, v in m.items() if k != "diverged"}}
+            for i in range(size)]
+    best = host.best
+    scores = np.where(diverged, np.nan, sign * np.asarray(m[objective], np.float64))
+    if not np.all(np.isnan(scores)):
+        i = int(np.nanargmin(scores))
+        if best is None or scores[i] < sign * best["metrics"][objective]:
+            encoded = table.encode(values)
+            best = {"trial_id": int(host.trial_id[i]),
+                    "hparams": {k: _py(v[i]) for k, v in values.items()},
+                    "metrics": {k: _py(v[i]) for k, v in m.items()},
+                    "generation": g, "step": int(step[i]),
+                    "encoded_hparams": {k: v[i] for k, v in encoded.items()}}
+            best_params = take(pop.params, np.int32(i))
+    return dataclasses.replace(host, step=step, history=host.history + rows, best=best), \
+        best_params
+
+
+def _advance(host: _Host, strat, program, pop, table, sign, objective, seed_key):
+    """Asks the strategy what each slot holds next and applies it on device."""
+    size = len(host.trial_id)
+    rows = host.history[-size:]
+    scores = np.array([np.nan if r["status"] == "diverged" else sign * r[objective]
+                       for r in rows], np.float64)
+    sstate, dec = strat.tell(host.strategy, scores, host.configs)
+    parent = np.asarray(dec.parent, np.int32)
+    fresh = np.asarray(dec.fresh, bool)
+    if parent.shape != (size,) or fresh.shape != (size,) or \
+            np.any(parent < 0) or np.any(parent >= size):
+        raise RuntimeError(f"strategy {strat.name!r} returned invalid decisions")
+    new = fresh | (parent != np.arange(size))
+    for i in np.flatnonzero(new):
+        if rows[i]["status"] == "alive":
+            rows[i]["status"] = "pruned"
+    trial_id = host.trial_id.copy()
+    trial_id[new] = np.arange(host.next_id, host.next_id + new.sum(), dtype=np.int32)
+    encoded = table.encode(table.complete(dec.configs, size))
+    pop = program.refill(pop, parent, fresh, encoded, trial_id, seed_key)
+    return dataclasses.replace(
+        host, trial_id=trial_id, next_id=host.next_id + int(new.sum()), configs=dec.configs,
+        strategy=sstate, step=np.where(fresh, 0, host.step[parent]),
+        parent_id=np.where(fresh, -1, np.where(new, host.trial_id[parent], host.parent_id)),
+    ), pop
+
+
+def _result(host: _Host, best_params, objective, mode, space) -> SearchResult:
+    best = None
+    if host.best is not None:
+        best = Trial(params=None if best_params is None else jax.device_get(best_params),
+                     **host.best)
+    return SearchResult(best=best, history=host.history, objective=objective, mode=mode,
                         tuned=space.names)
