@@ -30,21 +30,18 @@ Results go to ``benchmarks/results/throughput-cpu.json`` (``--out``).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import shlex
 import statistics
 import sys
 import time
-from importlib import metadata
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import vtune
+from common import environment, write_result
 from vtune.search import build
 
 HIDDEN_SIZES = (128, 128)
@@ -88,7 +85,7 @@ def bench_population(program, table, space, data, size, args, seed_key, horizon)
     """The two rows (vtune, jax_sequential_scan) for population size ``size``."""
     configs = space.sample(size, args.seed)
     hp = table.encode(table.complete(configs, size))
-    pop = program.init(seed_key, np.arange(size, dtype=np.int32), hp)
+    pop = program.init(np.uint32(args.seed), np.arange(size, dtype=np.int32), hp)
     jax.block_until_ready(pop)
 
     # The timed trials, sliced from the initial population before train donates it.
@@ -100,19 +97,19 @@ def bench_population(program, table, space, data, size, args, seed_key, horizon)
     # Compile both programs (timed separately from running them).
     traces = program.traces["train"]
     train_trial = jax.jit(program.train_trial)
-    vt_compile = seconds(lambda: program.train.lower(pop, data, seed_key, horizon).compile())
+    vt_compile = seconds(lambda: program.train.lower(pop, data, np.uint32(args.seed), horizon).compile())
     seq_compile = seconds(lambda: train_trial.lower(trials[0], data, seed_key, horizon).compile())
 
     # Warm-up and check: same trials, same keys, so the first generation of both gives
     # the same losses up to float rounding (which high learning rates amplify).
     seq_val_loss = np.array([float(train_trial(t, data, seed_key, horizon)[1]["val_loss"])
                              for t in trials])
-    pop, metrics = jax.block_until_ready(program.train(pop, data, seed_key, horizon))
+    pop, metrics = jax.block_until_ready(program.train(pop, data, np.uint32(args.seed), horizon))
     loss_diff = np.abs(np.asarray(metrics["val_loss"])[:k] - seq_val_loss)
 
     def run_vtune():
         nonlocal pop
-        pop, metrics = program.train(pop, data, seed_key, horizon)  # donates pop
+        pop, metrics = program.train(pop, data, np.uint32(args.seed), horizon)  # donates pop
         jax.block_until_ready((pop, metrics))
 
     def run_sequential():
@@ -141,25 +138,6 @@ def bench_population(program, table, space, data, size, args, seed_key, horizon)
     rows[0]["val_loss_abs_diff_vs_sequential"] = {
         "median": float(np.median(loss_diff)), "max": float(np.max(loss_diff))}
     return rows
-
-
-def environment() -> dict:
-    device = jax.devices()[0]
-    processor = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            processor = next(line.split(":", 1)[1].strip() for line in f
-                             if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "backend": jax.default_backend(),
-        "machine": {"platform": platform.platform(), "processor": processor,
-                    "cpu_count": os.cpu_count(), "device": device.device_kind},
-        "versions": {"python": platform.python_version(),
-                     **{p: metadata.version(p) for p in ("jax", "jaxlib", "flax", "optax", "numpy")}},
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def print_table(result: dict) -> None:
@@ -225,11 +203,7 @@ def main(argv=None) -> dict:
     result["load_average_end"] = os.getloadavg()
 
     print_table(result)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    print(f"\nwrote {args.out}")
+    write_result(args.out, result)
     return result
 
 

@@ -35,7 +35,7 @@ def population_vs_alone(data, steps):
     hp = table.encode(table.complete(CONFIGS, 8))
     key, ids, dataset = jax.random.key(7), np.arange(8, dtype=np.int32) * 3, task.device_data()
     horizon = np.int32(4 * steps)
-    pop = program.init(key, ids, hp)
+    pop = program.init(np.uint32(7), ids, hp)
     init_trial, train_trial = jax.jit(program.init_trial), jax.jit(program.train_trial)
     alone = []
     for i in range(8):
@@ -44,7 +44,7 @@ def population_vs_alone(data, steps):
         jax.tree.map(np.testing.assert_array_equal, trial[:3],
                      init_trial(key, ids[i], take(hp, i)))
         alone.append(jax.device_get(train_trial(trial, dataset, key, horizon)))
-    pop, metrics = program.train(pop, dataset, key, horizon)
+    pop, metrics = program.train(pop, dataset, np.uint32(7), horizon)
     return jax.device_get((pop.params, metrics)), alone
 
 
@@ -81,12 +81,13 @@ def test_float32_population_matches_alone_over_5_steps(tiny_data):
 def test_a_trial_computes_the_same_in_any_slot_and_population_size(tiny_task):
     program, table, _ = build(tiny_task, SPACE, 5)
     hp8 = table.encode(table.complete(CONFIGS, 8))
-    key, data = jax.random.key(1), tiny_task.device_data()
+    data = tiny_task.device_data()
 
     def run(slots):
         ids = np.asarray(slots, np.int32)
         hp = {k: v[ids] for k, v in hp8.items()}
-        pop, metrics = program.train(program.init(key, ids, hp), data, key, np.int32(20))
+        pop, metrics = program.train(program.init(np.uint32(1), ids, hp), data, np.uint32(1),
+                                      np.int32(20))
         return dict(zip(slots, jax.device_get(metrics["val_loss"])))
 
     everyone, few = run(list(range(8))), run([6, 1, 3])  # other slots, other size

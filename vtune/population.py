@@ -35,12 +35,8 @@ class Population:
         return self.trial_id.shape[0]
 
 
-@jax.jit
 def take(tree, slot):
-    """The unbatched pytree of one slot (e.g. one trial's params).
-
-    Jitted with a traced ``slot``, so fetching a different slot never recompiles.
-    """
+    """The unbatched pytree of one slot (e.g. one trial's params)."""
     return jax.tree.map(lambda x: x[slot], tree)
 
 

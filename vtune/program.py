@@ -7,8 +7,12 @@ strategy's decisions: gather parents along the population axis, initialise
 fresh slots, set hyperparameters). Hyperparameters are arguments, never
 constants, so new values do not recompile.
 
-Randomness belongs to the trial: ``fold_in(seed_key, trial_id)`` gives the
+Randomness belongs to the trial: ``fold_in(key(seed), trial_id)`` gives the
 trial key, from which its init, minibatch order and dropout masks derive.
+
+The population axis is sharded over a 1-D device mesh (:mod:`vtune.sharding`);
+every output of ``init``, ``train`` and ``refill`` keeps that layout, so
+clones and refills are gathers across shards and never visit the host.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jax.sharding import Mesh
+
 from vtune import hparams as hparams_lib
-from vtune.population import Population, where
+from vtune import sharding
+from vtune.population import Population, take, where
 from vtune.task import Task
 
 # Streams folded into a trial's key.
@@ -57,18 +64,28 @@ class Program:
       task: what each trial trains.
       table: the resolved hyperparameters (:func:`vtune.hparams.resolve`).
       steps: training steps per generation (the scan length).
+      mesh: the devices the population is sharded over (default: all).
+
+    The jitted entry points take the search's ``seed`` (a uint32 scalar) and
+    build its key inside, so every process of a multi-host run passes the
+    same plain number. ``train`` and ``refill`` donate the population.
 
     Attributes:
       traces: how often each function was traced; a retrace means a recompile.
     """
 
-    def __init__(self, task: Task, table: hparams_lib.HParamTable, steps: int):
+    def __init__(self, task: Task, table: hparams_lib.HParamTable, steps: int,
+                 mesh: Mesh | None = None):
         self.task, self.table, self.steps = task, table, steps
+        self.mesh = sharding.make_mesh() if mesh is None else mesh
         self._make_tx = hparams_lib.make_optimizer(task.optimizer)
         self.traces = collections.Counter()
-        self.init = jax.jit(self._init)
-        self.train = jax.jit(self._train, donate_argnums=0)
-        self.refill = jax.jit(self._refill, donate_argnums=0)
+        split = sharding.population(self.mesh)
+        self.init = jax.jit(self._init, out_shardings=split)
+        self.train = jax.jit(self._train, donate_argnums=0, out_shardings=split)
+        self.refill = jax.jit(self._refill, donate_argnums=0, out_shardings=split)
+        # A traced slot index: fetching any slot's params is one compile.
+        self.take = jax.jit(take, out_shardings=sharding.replicated(self.mesh))
 
     # --- one trial, unbatched ------------------------------------------------
 
@@ -137,27 +154,28 @@ class Program:
 
     # --- the population ------------------------------------------------------
 
-    def _init(self, seed_key, trial_id, hp) -> Population:
+    def _init(self, seed, trial_id, hp) -> Population:
         self.traces["init"] += 1
-        return self._fresh(seed_key, trial_id, hp)
+        return self._fresh(jax.random.key(seed), trial_id, hp)
 
     def _fresh(self, seed_key, trial_id, hp) -> Population:
         params, state, opt_state = jax.vmap(self.init_trial, (None, 0, 0))(seed_key, trial_id, hp)
         return Population(params, state, opt_state, dict(hp), trial_id,
                           jnp.zeros_like(trial_id))
 
-    def _train(self, pop: Population, data, seed_key, horizon):
+    def _train(self, pop: Population, data, seed, horizon):
         self.traces["train"] += 1
+        seed_key = jax.random.key(seed)
         trial = (pop.params, pop.state, pop.opt_state, pop.hparams, pop.trial_id, pop.step)
         trial, metrics = jax.vmap(self.train_trial, (0, None, None, None))(
             trial, data, seed_key, horizon)
         return Population(*trial), metrics
 
-    def _refill(self, pop: Population, parent, fresh, hp: Mapping, trial_id, seed_key):
+    def _refill(self, pop: Population, parent, fresh, hp: Mapping, trial_id, seed):
         """Slot ``i`` becomes a copy of slot ``parent[i]``, or a fresh trial where ``fresh[i]``."""
         self.traces["refill"] += 1
         kept = jax.tree.map(lambda x: x[parent], pop)
-        new = self._fresh(seed_key, trial_id, hp)
+        new = self._fresh(jax.random.key(seed), trial_id, hp)
         chosen = where(fresh, new, kept)
         return Population(chosen.params, chosen.state, chosen.opt_state, dict(hp), trial_id,
                           chosen.step)
@@ -167,13 +185,16 @@ _CACHE: "collections.OrderedDict[tuple, Program]" = collections.OrderedDict()
 _CACHE_SIZE = 8
 
 
-def get_program(task: Task, table: hparams_lib.HParamTable, steps: int) -> Program:
+def get_program(task: Task, table: hparams_lib.HParamTable, steps: int,
+                mesh: Mesh | None = None) -> Program:
     """A cached :class:`Program`: searches that share the task, the hyperparameter
-    names and dtypes and the steps per generation reuse its compiled functions."""
-    key = (task, steps, table.optimizer,
+    names and dtypes, the steps per generation and the mesh reuse its compiled
+    functions."""
+    mesh = sharding.make_mesh() if mesh is None else mesh
+    key = (task, steps, mesh, table.optimizer,
            tuple((n, str(table.dtype(n))) for n in table.names))
     if key not in _CACHE:
-        _CACHE[key] = Program(task, table, steps)
+        _CACHE[key] = Program(task, table, steps, mesh)
         if len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     _CACHE.move_to_end(key)

@@ -15,15 +15,14 @@ import time
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 import vtune
 from vtune import checkpoint as checkpoint_lib
 from vtune import hparams as hparams_lib
+from vtune import sharding
 from vtune import strategies as strategies_lib
-from vtune.population import take
 from vtune.program import get_program
 from vtune.results import SearchResult, Trial
 from vtune.space import Space
@@ -66,8 +65,10 @@ def _abstract(task: Task, space: Space):
     return hp.read, sorted(metrics)
 
 
-def build(task: Task, space: Space, steps: int):
+def build(task: Task, space: Space, steps: int, mesh=None):
     """Validates ``task`` against ``space`` and returns its compiled-program holder.
+
+    ``mesh`` (default: all devices) is where the population will be sharded.
 
     Returns:
       ``(program, table, metric_names)``: the (cached) :class:`vtune.program.Program`,
@@ -75,7 +76,7 @@ def build(task: Task, space: Space, steps: int):
     """
     model_reads, metric_names = _abstract(task, space)
     table = hparams_lib.resolve(space, model_reads, task.optimizer, task.defaults)
-    return get_program(task, table, steps), table, metric_names
+    return get_program(task, table, steps, mesh), table, metric_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +113,7 @@ def population_search(
     overwrite: bool = False,
     checkpoint_every: int = 1,
     max_to_keep: int = 3,
+    devices=None,
     verbose: bool = True,
 ) -> SearchResult:
     """Searches hyperparameters with a whole population trained as one program.
@@ -136,7 +138,12 @@ def population_search(
       overwrite: start afresh in ``checkpoint_dir``, deleting what it holds.
       checkpoint_every: save every this many generations (and after the last).
       max_to_keep: checkpoints kept in ``checkpoint_dir``.
-      verbose: show a progress bar.
+      devices: the devices to shard the population over (default: every
+        device of every process, ``jax.devices()``); ``population_size`` must
+        be a multiple of their number. For many hosts, call
+        ``jax.distributed.initialize()`` first and run the same call in every
+        process.
+      verbose: show a progress bar (on process 0 only).
 
     Returns:
       A :class:`SearchResult` with the best trial (its params included) and
@@ -166,7 +173,9 @@ def population_search(
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     seed = int(seed)
     strat = strategies_lib.get(strategy)
-    program, table, metric_names = build(task, space, steps)
+    mesh = sharding.make_mesh(devices)
+    sharding.check_divisible(size, mesh)
+    program, table, metric_names = build(task, space, steps, mesh)
     if objective not in metric_names:
         raise ValueError(f"objective {objective!r} is not a metric of this task; "
                          f"it reports {metric_names}")
@@ -184,23 +193,22 @@ def population_search(
         ckpt = checkpoint_lib.Checkpointer(checkpoint_dir, spec, overwrite=overwrite,
                                            max_to_keep=keep)
 
-    seed_key = jax.random.key(seed)
-    data = task.device_data()
+    data = sharding.place(task.host_data(), sharding.replicated(mesh))
     horizon = np.int32(generations * steps)
     sign = 1.0 if mode == "min" else -1.0
-    host, pop, best_params = _start(program, table, strat, space, size, seed, seed_key, ckpt)
+    host, pop, best_params = _start(program, table, strat, space, size, seed, ckpt)
     clock = time.perf_counter() - host.elapsed
 
     bar = tqdm(total=generations, initial=host.generation, desc="vtune", unit="gen",
-               disable=not verbose)
+               disable=not verbose or jax.process_index() != 0)
     for g in range(host.generation, generations):
         tick = time.perf_counter()
-        pop, metrics = program.train(pop, data, seed_key, horizon)
-        m = jax.device_get(metrics)
-        host, best_params = _record(host, m, pop, table, objective, sign, steps,
+        pop, metrics = program.train(pop, data, np.uint32(seed), horizon)
+        m = sharding.fetch(metrics)
+        host, best_params = _record(host, m, pop, program, table, objective, sign, steps,
                                     task.batch_size, time.perf_counter() - clock, best_params)
         if g < generations - 1:
-            host, pop = _advance(host, strat, program, pop, table, sign, objective, seed_key)
+            host, pop = _advance(host, strat, program, pop, table, sign, objective, seed)
         host = dataclasses.replace(host, generation=g + 1,
                                    elapsed=time.perf_counter() - clock)
         if ckpt is not None and ((g + 1) % every == 0 or g + 1 == generations):
@@ -219,28 +227,31 @@ def population_search(
     return _result(host, best_params, objective, mode, space)
 
 
-def _start(program, table, strat, space, size, seed, seed_key, ckpt):
+def _start(program, table, strat, space, size, seed, ckpt):
     """The first generation's host state and population, or the checkpointed ones."""
     sstate, configs = strat.ask(strat.init(seed, space, size))
     trial_id = np.arange(size, dtype=np.int32)
+    split = sharding.population(program.mesh)
     encoded = table.encode(table.complete(configs, size))
     host = _Host(generation=0, trial_id=trial_id, parent_id=np.full(size, -1, np.int64),
                  step=np.zeros(size, np.int64), next_id=size, configs=configs,
                  strategy=sstate, history=[], best=None, elapsed=0.0)
     if ckpt is not None and ckpt.resuming:
-        shapes = jax.eval_shape(program.init, seed_key, trial_id, encoded)
-        best_shapes = jax.eval_shape(take, shapes.params, np.int32(0))
-        restored = ckpt.restore(checkpoint_lib.abstract(shapes),
-                                checkpoint_lib.abstract(best_shapes))
+        shapes = jax.eval_shape(program.init, np.uint32(seed), trial_id, encoded)
+        best_shapes = jax.eval_shape(program.take, shapes.params, np.int32(0))
+        restored = ckpt.restore(checkpoint_lib.abstract(shapes, split),
+                                checkpoint_lib.abstract(best_shapes,
+                                                        sharding.replicated(program.mesh)))
         if restored is not None:
             pop, best_params, saved = restored
             fields = {f.name: getattr(host, f.name) for f in dataclasses.fields(host)}
             return dataclasses.replace(host, **{
                 k: checkpoint_lib.decode(v, fields[k]) for k, v in saved.items()}), pop, best_params
-    return host, program.init(seed_key, trial_id, encoded), None
+    return host, program.init(np.uint32(seed), *sharding.place((trial_id, encoded), split)), None
 
 
-def _record(host: _Host, m, pop, table, objective, sign, steps, batch_size, wall, best_params):
+def _record(host: _Host, m, pop, program, table, objective, sign, steps, batch_size, wall,
+            best_params):
     """Appends this generation's rows to the history and updates the best trial."""
     g, size = host.generation, len(host.trial_id)
     step = host.step + steps
@@ -264,12 +275,12 @@ def _record(host: _Host, m, pop, table, objective, sign, steps, batch_size, wall
                     "metrics": {k: _py(v[i]) for k, v in m.items()},
                     "generation": g, "step": int(step[i]),
                     "encoded_hparams": {k: v[i] for k, v in encoded.items()}}
-            best_params = take(pop.params, np.int32(i))
+            best_params = program.take(pop.params, np.int32(i))
     return dataclasses.replace(host, step=step, history=host.history + rows, best=best), \
         best_params
 
 
-def _advance(host: _Host, strat, program, pop, table, sign, objective, seed_key):
+def _advance(host: _Host, strat, program, pop, table, sign, objective, seed):
     """Asks the strategy what each slot holds next and applies it on device."""
     size = len(host.trial_id)
     rows = host.history[-size:]
@@ -288,7 +299,9 @@ def _advance(host: _Host, strat, program, pop, table, sign, objective, seed_key)
     trial_id = host.trial_id.copy()
     trial_id[new] = np.arange(host.next_id, host.next_id + new.sum(), dtype=np.int32)
     encoded = table.encode(table.complete(dec.configs, size))
-    pop = program.refill(pop, parent, fresh, encoded, trial_id, seed_key)
+    per_slot = sharding.place((parent, fresh, encoded, trial_id),
+                              sharding.population(program.mesh))
+    pop = program.refill(pop, *per_slot, np.uint32(seed))
     return dataclasses.replace(
         host, trial_id=trial_id, next_id=host.next_id + int(new.sum()), configs=dec.configs,
         strategy=sstate, step=np.where(fresh, 0, host.step[parent]),
@@ -299,7 +312,7 @@ def _advance(host: _Host, strat, program, pop, table, sign, objective, seed_key)
 def _result(host: _Host, best_params, objective, mode, space) -> SearchResult:
     best = None
     if host.best is not None:
-        best = Trial(params=None if best_params is None else jax.device_get(best_params),
+        best = Trial(params=None if best_params is None else sharding.fetch(best_params),
                      **host.best)
     return SearchResult(best=best, history=host.history, objective=objective, mode=mode,
                         tuned=space.names)

@@ -73,15 +73,22 @@ class Task:
             raise ValueError(f"Task.batch_size {self.batch_size} exceeds the "
                              f"{self.data.num_train} training examples")
 
-    def device_data(self):
-        """The arrays the compiled program receives (placed on device once)."""
+    def host_data(self):
+        """The arrays the compiled program receives, as host numpy arrays.
+
+        ``train`` is sampled for minibatches, ``train_eval`` (at most
+        :data:`TRAIN_EVAL_MAX` rows) and ``val`` are evaluated in full.
+        """
         if self.data is None:
             return None
         d = self.data
         n = min(d.num_train, TRAIN_EVAL_MAX)
-        return {"train": (jnp.asarray(d.x_train), jnp.asarray(d.y_train)),
-                "train_eval": (jnp.asarray(d.x_train[:n]), jnp.asarray(d.y_train[:n])),
-                "val": (jnp.asarray(d.x_val), jnp.asarray(d.y_val))}
+        return {"train": (d.x_train, d.y_train), "train_eval": (d.x_train[:n], d.y_train[:n]),
+                "val": (d.x_val, d.y_val)}
+
+    def device_data(self):
+        """:meth:`host_data` on the default device."""
+        return jax.tree.map(jnp.asarray, self.host_data())
 
     def fingerprint(self) -> str:
         """A short hash of what makes two tasks the same search problem."""
