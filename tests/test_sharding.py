@@ -58,7 +58,7 @@ def test_two_processes_match_one(single, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    procs = [run_child(tmp_path, "multi", devices=2, wait=False, extra_env={
+    procs = [run_child(tmp_path, "multi", devices=2, ckpt=tmp_path / "ckpt", wait=False, extra_env={
         "VTUNE_COORDINATOR": f"127.0.0.1:{port}", "VTUNE_NUM_PROCESSES": "2",
         "VTUNE_PROCESS_ID": str(i)}) for i in range(2)]
     for proc, _ in procs:
@@ -68,6 +68,9 @@ def test_two_processes_match_one(single, tmp_path):
     assert (multi["processes"], multi["devices"]) == (2, 4)
     assert multi["slots_per_device"] == [2]
     assert_same_search(multi, single)
+    # Checkpointed by both processes together: loadable like any other.
+    loaded = vtune.load(tmp_path / "ckpt")
+    assert [r["trial_id"] for r in loaded.history] == [r["trial_id"] for r in multi["history"]]
 
 
 @pytest.mark.parametrize("first,second", [(8, 1), (1, 8)])

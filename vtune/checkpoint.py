@@ -29,6 +29,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from vtune.space import Space
 
@@ -136,13 +137,16 @@ class Checkpointer:
     def __init__(self, directory, spec: dict, *, overwrite: bool = False, max_to_keep: int = 3):
         self.directory = pathlib.Path(directory).expanduser().resolve()
         self.resuming = check_spec(self.directory, spec, overwrite)
-        if overwrite and self.directory.exists():
-            _clear(self.directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if not self.resuming:
-            tmp = self.directory / (SPEC_FILE + ".tmp")
-            tmp.write_text(_dumps(spec))
-            os.replace(tmp, self.directory / SPEC_FILE)
+        if jax.process_index() == 0:  # one writer; orbax coordinates the rest across hosts
+            if overwrite and self.directory.exists():
+                _clear(self.directory)
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if not self.resuming:
+                tmp = self.directory / (SPEC_FILE + ".tmp")
+                tmp.write_text(_dumps(spec))
+                os.replace(tmp, self.directory / SPEC_FILE)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("vtune checkpoint spec")
         self.manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep, enable_async_checkpointing=True))
@@ -182,7 +186,10 @@ def restore_latest(manager, directory, abstract_population, abstract_best, repai
             if abstract_population is not None:
                 items["population"] = ocp.args.StandardRestore(abstract_population)
             if search.get("best") is not None:
-                items["best"] = ocp.args.StandardRestore(abstract_best)
+                target = abstract_best
+                if target is None:  # no task: shapes and dtypes as saved, on one device
+                    target = abstract(manager.item_metadata(step)["best"].tree)
+                items["best"] = ocp.args.StandardRestore(target)
             out = manager.restore(step, args=ocp.args.Composite(**items)) if items else {}
         except Exception as e:  # orbax raises many types for a damaged step
             moved.append(str(step))
@@ -253,8 +260,11 @@ def load(directory, task=None):
         hp = hparams_lib.Recorder(lambda name: hparams_lib.value_dtype(name, space))
         key = jax.eval_shape(lambda: jax.random.key(0))
         abstract_best = abstract(jax.eval_shape(lambda k: task.init(k, hp)[0], key))
-    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-        read_only=True))
+    manager = ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(read_only=True),
+        item_handlers={"population": ocp.StandardCheckpointHandler(),
+                       "best": ocp.StandardCheckpointHandler(),
+                       "search": ocp.JsonCheckpointHandler()})
     try:
         restored = restore_latest(manager, directory, None, abstract_best, repair=False)
     finally:
