@@ -11,7 +11,7 @@ Example:
     True
 """
 
-from vtune import datasets, nn, strategies, tasks
+from vtune import datasets, memory, nn, sharding, strategies, tasks
 from vtune.checkpoint import load
 from vtune.hparams import sgdw
 from vtune.results import SearchResult, Trial
@@ -24,6 +24,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Choice", "Fixed", "IntUniform", "LogUniform", "SearchResult", "Space", "Task", "Trial",
-    "Uniform", "choice", "datasets", "fixed", "from_nnx", "intuniform", "load", "loguniform", "nn",
+    "Uniform", "choice", "datasets", "fixed", "from_nnx", "intuniform", "load", "loguniform", "memory", "nn", "sharding",
     "population_search", "sgdw", "strategies", "tasks", "uniform",
 ]

@@ -65,6 +65,8 @@ class Program:
       table: the resolved hyperparameters (:func:`vtune.hparams.resolve`).
       steps: training steps per generation (the scan length).
       mesh: the devices the population is sharded over (default: all).
+      chunk_size: train this many trials at a time (``lax.map`` over vmapped
+        chunks) to bound activation memory; ``None`` trains all at once.
 
     The jitted entry points take the search's ``seed`` (a uint32 scalar) and
     build its key inside, so every process of a multi-host run passes the
@@ -75,8 +77,8 @@ class Program:
     """
 
     def __init__(self, task: Task, table: hparams_lib.HParamTable, steps: int,
-                 mesh: Mesh | None = None):
-        self.task, self.table, self.steps = task, table, steps
+                 mesh: Mesh | None = None, chunk_size: int | None = None):
+        self.task, self.table, self.steps, self.chunk_size = task, table, steps, chunk_size
         self.mesh = sharding.make_mesh() if mesh is None else mesh
         self._make_tx = hparams_lib.make_optimizer(task.optimizer)
         self.traces = collections.Counter()
@@ -167,8 +169,11 @@ class Program:
         self.traces["train"] += 1
         seed_key = jax.random.key(seed)
         trial = (pop.params, pop.state, pop.opt_state, pop.hparams, pop.trial_id, pop.step)
-        trial, metrics = jax.vmap(self.train_trial, (0, None, None, None))(
-            trial, data, seed_key, horizon)
+        one = lambda t: self.train_trial(t, data, seed_key, horizon)
+        if self.chunk_size is None:
+            trial, metrics = jax.vmap(one)(trial)
+        else:
+            trial, metrics = jax.lax.map(one, trial, batch_size=self.chunk_size)
         return Population(*trial), metrics
 
     def _refill(self, pop: Population, parent, fresh, hp: Mapping, trial_id, seed):
@@ -186,15 +191,15 @@ _CACHE_SIZE = 8
 
 
 def get_program(task: Task, table: hparams_lib.HParamTable, steps: int,
-                mesh: Mesh | None = None) -> Program:
+                mesh: Mesh | None = None, chunk_size: int | None = None) -> Program:
     """A cached :class:`Program`: searches that share the task, the hyperparameter
     names and dtypes, the steps per generation and the mesh reuse its compiled
     functions."""
     mesh = sharding.make_mesh() if mesh is None else mesh
-    key = (task, steps, mesh, table.optimizer,
+    key = (task, steps, mesh, chunk_size, table.optimizer,
            tuple((n, str(table.dtype(n))) for n in table.names))
     if key not in _CACHE:
-        _CACHE[key] = Program(task, table, steps, mesh)
+        _CACHE[key] = Program(task, table, steps, mesh, chunk_size)
         if len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     _CACHE.move_to_end(key)

@@ -65,7 +65,7 @@ def _abstract(task: Task, space: Space):
     return hp.read, sorted(metrics)
 
 
-def build(task: Task, space: Space, steps: int, mesh=None):
+def build(task: Task, space: Space, steps: int, mesh=None, chunk_size=None):
     """Validates ``task`` against ``space`` and returns its compiled-program holder.
 
     ``mesh`` (default: all devices) is where the population will be sharded.
@@ -76,7 +76,7 @@ def build(task: Task, space: Space, steps: int, mesh=None):
     """
     model_reads, metric_names = _abstract(task, space)
     table = hparams_lib.resolve(space, model_reads, task.optimizer, task.defaults)
-    return get_program(task, table, steps, mesh), table, metric_names
+    return get_program(task, table, steps, mesh, chunk_size), table, metric_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +114,7 @@ def population_search(
     checkpoint_every: int = 1,
     max_to_keep: int = 3,
     devices=None,
+    chunk_size: int | str | None = None,
     verbose: bool = True,
 ) -> SearchResult:
     """Searches hyperparameters with a whole population trained as one program.
@@ -143,6 +144,10 @@ def population_search(
         be a multiple of their number. For many hosts, call
         ``jax.distributed.initialize()`` first and run the same call in every
         process.
+      chunk_size: train this many trials of each device's share at a time,
+        to fit a population larger than memory; "auto" picks the largest
+        that fits (:func:`vtune.memory.max_population`, two small extra
+        compiles); default: all at once.
       verbose: show a progress bar (on process 0 only).
 
     Returns:
@@ -175,7 +180,16 @@ def population_search(
     strat = strategies_lib.get(strategy)
     mesh = sharding.make_mesh(devices)
     sharding.check_divisible(size, mesh)
-    program, table, metric_names = build(task, space, steps, mesh)
+    if chunk_size == "auto":
+        from vtune import memory
+
+        fits = memory.max_population(task, space, steps_per_generation=steps,
+                                     device=mesh.devices.flat[0])
+        per_device = size // mesh.devices.size
+        chunk_size = None if fits >= per_device else max(fits, 1)
+    elif chunk_size is not None:
+        chunk_size = _positive_int("chunk_size", chunk_size)
+    program, table, metric_names = build(task, space, steps, mesh, chunk_size)
     if objective not in metric_names:
         raise ValueError(f"objective {objective!r} is not a metric of this task; "
                          f"it reports {metric_names}")
