@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -260,11 +261,17 @@ def load(directory, task=None):
         hp = hparams_lib.Recorder(lambda name: hparams_lib.value_dtype(name, space))
         key = jax.eval_shape(lambda: jax.random.key(0))
         abstract_best = abstract(jax.eval_shape(lambda k: task.init(k, hp)[0], key))
-    manager = ocp.CheckpointManager(
-        directory, options=ocp.CheckpointManagerOptions(read_only=True),
-        item_handlers={"population": ocp.StandardCheckpointHandler(),
-                       "best": ocp.StandardCheckpointHandler(),
-                       "search": ocp.JsonCheckpointHandler()})
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # orbax warns that a read-only manager will not save
+    try:
+        manager = ocp.CheckpointManager(
+            directory, options=ocp.CheckpointManagerOptions(read_only=True),
+            item_handlers={"population": ocp.StandardCheckpointHandler(),
+                           "best": ocp.StandardCheckpointHandler(),
+                           "search": ocp.JsonCheckpointHandler()})
+    finally:
+        absl.setLevel(level)
     try:
         restored = restore_latest(manager, directory, None, abstract_best, repair=False)
     finally:
@@ -277,4 +284,4 @@ def load(directory, task=None):
         best = Trial(params=jax.device_get(best_params), **best)
     return SearchResult(best=best, history=decode(search["history"]),
                         objective=spec["objective"], mode=spec["mode"],
-                        tuned=tuple(spec["space"]))
+                        tuned=tuple(spec["space"]), space=Space.from_json(spec["space"]))

@@ -1,9 +1,51 @@
-"""What a search returns: the best trial and the per-generation history."""
+"""What a search returns: the best trial, the per-generation history, and readers of both.
+
+A :class:`SearchResult` holds one row per generation and slot (see its
+docstring) and derives everything else from those rows: per-trial summaries,
+the top-k table, exports (CSV, JSON, pandas), plots (:mod:`vtune.plots`) and
+the fit diagnosis (:mod:`vtune.diagnose`). Nothing here imports matplotlib or
+pandas until a method that needs them is called.
+
+Example:
+    >>> rows = [{"generation": 0, "slot": 0, "trial_id": 0, "parent_id": -1, "step": 10,
+    ...          "status": "alive", "learning_rate": 0.1, "val_loss": 0.5},
+    ...         {"generation": 0, "slot": 1, "trial_id": 1, "parent_id": -1, "step": 10,
+    ...          "status": "pruned", "learning_rate": 1.0, "val_loss": 0.9},
+    ...         {"generation": 1, "slot": 0, "trial_id": 0, "parent_id": -1, "step": 20,
+    ...          "status": "alive", "learning_rate": 0.1, "val_loss": 0.3},
+    ...         {"generation": 1, "slot": 1, "trial_id": 2, "parent_id": 0, "step": 20,
+    ...          "status": "alive", "learning_rate": 0.12, "val_loss": 0.4}]
+    >>> result = SearchResult(best=None, history=rows, objective="val_loss", mode="min",
+    ...                       tuned=("learning_rate",))
+    >>> [(t["trial_id"], t["val_loss"], t["origin"]) for t in result.top(2)]
+    [(0, 0.3, 'fresh'), (2, 0.4, 'cloned')]
+"""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
-from typing import Any
+import json
+import math
+import pathlib
+from typing import Any, Iterable
+
+from vtune.space import Choice, Space
+
+#: Columns every history row has, in order, before its hyperparameters and metrics.
+#: ``examples_seen`` and ``wall_time`` may be absent from histories of older versions.
+ID_COLUMNS = ("generation", "slot", "trial_id", "parent_id", "step", "examples_seen",
+              "wall_time", "status")
+#: Values of ``status``: still training, dropped by the strategy after this
+#: evaluation, or non-finite (NaN/inf) and dropped.
+STATUSES = ("alive", "pruned", "diverged")
+#: Values of the derived ``origin`` column: sampled from the space, or cloned
+#: from a parent (``parent_id >= 0``: its weights and step were copied).
+ORIGINS = ("fresh", "cloned")
+
+_JSON_FORMAT = "vtune.SearchResult"
+_JSON_VERSION = 1
+_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,11 +81,18 @@ class SearchResult:
     Attributes:
       best: the best non-diverged trial over the whole search.
       history: one row (a dict) per generation and slot: ``generation``,
-        ``slot``, ``trial_id``, ``parent_id`` (-1 for a trial sampled fresh),
-        ``step``, ``status`` (alive | pruned | diverged), every hyperparameter
-        and every metric.
+        ``slot``, ``trial_id``, ``parent_id`` (-1 for a trial sampled fresh,
+        else the trial it was cloned from), ``step`` (training steps the
+        trial has taken, inherited on cloning), ``examples_seen`` (step ×
+        batch size), ``wall_time`` (seconds since the search started, at
+        this evaluation), ``status`` (alive | pruned | diverged, see
+        :data:`STATUSES`), every hyperparameter and every metric.
       objective: the metric optimised; mode: "min" or "max".
       tuned: the names of the searched hyperparameters (the space's).
+      space: the searched space, when known (plots use it for log axes and
+        categorical strips; without it they infer both from the values).
+
+    Example: see the module docstring.
     """
 
     best: Trial | None
@@ -51,14 +100,107 @@ class SearchResult:
     objective: str
     mode: str
     tuned: tuple[str, ...] = ()
+    space: Space | None = None
 
-    def to_pandas(self):
-        """The history as a ``pandas.DataFrame`` (needs the ``plots`` extra)."""
-        try:
-            import pandas as pd
-        except ImportError as e:  # pragma: no cover - depends on the install
-            raise ImportError("to_pandas needs pandas: pip install 'vtune[plots]'") from e
-        return pd.DataFrame(self.history)
+    # --- the history ------------------------------------------------------------
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The task's metrics in the history (the objective among them)."""
+        keys = _keys(self.history)
+        if self.best is not None:
+            names = [k for k in self.best.metrics if k != "diverged" and k in keys]
+        else:  # no finished trial: recognise metrics by name
+            names = [k for k in keys if k == self.objective or k.endswith(("_loss", "_accuracy"))]
+        return tuple(names)
+
+    @property
+    def hparam_names(self) -> tuple[str, ...]:
+        """Every hyperparameter in the history (searched ones and defaults)."""
+        skip = set(ID_COLUMNS) | set(self.metric_names) | {"origin"}
+        return tuple(k for k in _keys(self.history) if k not in skip)
+
+    @property
+    def varied(self) -> tuple[str, ...]:
+        """Hyperparameters that took more than one value in the history, searched first."""
+        names = [n for n in self.tuned if n in self.hparam_names]
+        names += [n for n in self.hparam_names if n not in names]
+        return tuple(n for n in names
+                     if len({_hashable(r.get(n)) for r in self.history}) > 1)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The history with the derived ``origin`` column (fresh | cloned) after ``status``."""
+        out = []
+        for r in self.history:
+            row = {}
+            for k, v in r.items():
+                row[k] = v
+                if k == "status":
+                    row["origin"] = _origin(r)
+            row.setdefault("origin", _origin(r))
+            out.append(row)
+        return out
+
+    def trials(self) -> list[dict[str, Any]]:
+        """One summary per trial, in order of trial id.
+
+        Each has ``trial_id``, ``parent_id``, ``origin``, ``first_generation``,
+        ``last_generation``, ``evaluations``, ``status`` (at its last
+        evaluation), ``step`` and ``examples_seen`` (at its last evaluation),
+        ``best_generation`` and ``best_step`` (where its objective was best,
+        or None when it never had a finite value), then its hyperparameters
+        and its metrics there (else at its last evaluation).
+        """
+        out = []
+        for tid, rows in by_trial(self.history).items():
+            last, top = rows[-1], self._best_row(rows)
+            at = top if top is not None else last
+            summary = {"trial_id": tid, "parent_id": rows[0]["parent_id"],
+                       "origin": _origin(rows[0]), "first_generation": rows[0]["generation"],
+                       "last_generation": last["generation"], "evaluations": len(rows),
+                       "status": last["status"], "step": last["step"]}
+            if "examples_seen" in last:
+                summary["examples_seen"] = last["examples_seen"]
+            summary["best_generation"] = None if top is None else top["generation"]
+            summary["best_step"] = None if top is None else top["step"]
+            summary.update({k: at[k] for k in self.hparam_names if k in at})
+            summary.update({k: at[k] for k in self.metric_names if k in at})
+            out.append(summary)
+        return out
+
+    def top(self, k: int = 10) -> list[dict[str, Any]]:
+        """The ``k`` best trials by their best objective value, best first (see :meth:`trials`).
+
+        Trials that never had a finite objective are left out.
+        """
+        ranked = [t for t in self.trials() if t["best_generation"] is not None]
+        sign = 1.0 if self.mode == "min" else -1.0
+        ranked.sort(key=lambda t: (sign * t[self.objective], t["trial_id"]))
+        return ranked[:max(int(k), 0)]
+
+    def table(self, k: int = 10) -> str:
+        """The top-``k`` trials as an aligned text table.
+
+        Columns: rank, trial, the objective, the generation and step where it
+        was reached, the trial's final status, its origin (and parent), every
+        hyperparameter that varied, and the other metrics.
+        """
+        top = self.top(k)
+        if not top:
+            return "no trial has a finite " + self.objective
+        metrics = [m for m in self.metric_names if m != self.objective]
+        head = ["rank", "trial", self.objective, "gen", "step", "status", "origin",
+                *self.varied, *metrics]
+        body = []
+        for i, t in enumerate(top, 1):
+            origin = t["origin"] if t["parent_id"] < 0 else f"clone of {t['parent_id']}"
+            body.append([str(i), str(t["trial_id"]), _fmt(t[self.objective]),
+                         str(t["best_generation"]), str(t["best_step"]), t["status"], origin,
+                         *[_fmt(t.get(n)) for n in self.varied],
+                         *[_fmt(t.get(m)) for m in metrics]])
+        widths = [max(len(r[j]) for r in [head] + body) for j in range(len(head))]
+        line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths)).rstrip()
+        return "\n".join([line(head)] + [line(r) for r in body])
 
     def summary(self) -> str:
         """A few readable lines: the best configuration and its metrics."""
@@ -71,6 +213,251 @@ class SearchResult:
                 f"{self.objective}={_fmt(b.metrics[self.objective])}\n  hparams: {hp}\n"
                 f"  metrics: {m}")
 
+    # --- exports ------------------------------------------------------------------
+
+    def to_pandas(self):
+        """The history (with ``origin``) as a ``pandas.DataFrame``; needs the ``plots`` extra.
+
+        Integer columns are int64, ``wall_time`` and metrics float64 (NaN where
+        a trial diverged), ``status`` and ``origin`` categoricals with the
+        categories of :data:`STATUSES` and :data:`ORIGINS`.
+        """
+        try:
+            import pandas as pd
+        except ImportError as e:
+            raise ImportError("SearchResult.to_pandas needs pandas, from the 'plots' extra: "
+                              "pip install 'vtune[plots]'") from e
+        rows = self.rows()
+        columns = _keys(rows)
+        frame = pd.DataFrame(rows, columns=columns)
+        for c in ("generation", "slot", "trial_id", "parent_id", "step", "examples_seen"):
+            if c in frame:
+                frame[c] = frame[c].astype("int64")
+        for c in ("wall_time", *self.metric_names):
+            if c in frame:
+                frame[c] = frame[c].astype("float64")
+        frame["status"] = pd.Categorical(frame["status"], categories=list(STATUSES))
+        frame["origin"] = pd.Categorical(frame["origin"], categories=list(ORIGINS))
+        return frame
+
+    def to_csv(self, path) -> pathlib.Path:
+        """Writes the history (with ``origin``) as CSV, one row per generation and slot.
+
+        Floats are written exactly (shortest round-trip form; ``nan``/``inf``
+        where non-finite), so ``pandas.read_csv`` gives back the same values.
+        """
+        path = pathlib.Path(path)
+        rows = self.rows()
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=_keys(rows), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows({k: repr(v) if isinstance(v, float) else v for k, v in r.items()}
+                             for r in rows)
+        return path
+
+    def to_json(self, path=None) -> str:
+        """The result as strict JSON (and written to ``path`` when given).
+
+        Holds ``objective``, ``mode``, ``tuned``, ``space`` (or null),
+        ``best`` (without params) and ``history``. Non-finite floats are the
+        strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (as in protobuf's
+        JSON mapping), which :meth:`from_json` turns back into floats.
+        """
+        best = None
+        if self.best is not None:
+            best = {k: getattr(self.best, k) for k in
+                    ("trial_id", "hparams", "metrics", "generation", "step")}
+        doc = {"format": _JSON_FORMAT, "version": _JSON_VERSION, "objective": self.objective,
+               "mode": self.mode, "tuned": list(self.tuned),
+               "space": None if self.space is None else self.space.to_json(),
+               "best": best, "history": self.history}
+        text = json.dumps(_jsonable(doc), indent=1, allow_nan=False)
+        if path is not None:
+            pathlib.Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_json(cls, source) -> "SearchResult":
+        """Reads :meth:`to_json` output: a path, or the JSON text itself (best without params)."""
+        text = str(source)
+        if not text.lstrip().startswith("{"):
+            text = pathlib.Path(source).read_text()
+        doc = _unjson(json.loads(text))
+        if not isinstance(doc, dict) or doc.get("format") != _JSON_FORMAT:
+            raise ValueError(f"{str(source)[:80]!r} is not a vtune SearchResult JSON "
+                             f"(no \"format\": \"{_JSON_FORMAT}\")")
+        best = None if doc["best"] is None else Trial(**doc["best"])
+        space = None if doc.get("space") is None else Space.from_json(doc["space"])
+        return cls(best=best, history=doc["history"], objective=doc["objective"],
+                   mode=doc["mode"], tuned=tuple(doc["tuned"]), space=space)
+
+    def save(self, out_dir, *, plots: bool = True, k: int = 10,
+             thresholds=None) -> dict[str, pathlib.Path]:
+        """Writes everything a person reads after a search into ``out_dir``.
+
+        ``history.csv``, ``result.json``, ``top.txt`` (summary and top-``k``
+        table), ``diagnosis.txt`` and ``diagnosis.json`` (with ``thresholds``,
+        see :meth:`diagnose`) and, with ``plots``, the PNGs of :meth:`plot`
+        (which need matplotlib: an ImportError names the ``plots`` extra).
+
+        Returns:
+          ``{name: path}`` of every file written.
+        """
+        out = pathlib.Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        diagnosis = self.diagnose(thresholds)
+        paths = {"history": self.to_csv(out / "history.csv")}
+        self.to_json(out / "result.json")
+        paths["result"] = out / "result.json"
+        (out / "top.txt").write_text(self.summary() + "\n\n" + self.table(k) + "\n")
+        paths["top"] = out / "top.txt"
+        (out / "diagnosis.txt").write_text(diagnosis.text() + "\n")
+        paths["diagnosis"] = out / "diagnosis.txt"
+        (out / "diagnosis.json").write_text(
+            json.dumps(_jsonable(diagnosis.to_dicts()), indent=1, allow_nan=False))
+        paths["diagnosis_json"] = out / "diagnosis.json"
+        if plots:
+            paths.update(self.plot(out))
+        return paths
+
+    # --- readers in other modules -------------------------------------------------
+
+    def plot(self, out_dir) -> dict[str, pathlib.Path]:
+        """Saves every figure of :mod:`vtune.plots` as PNG in ``out_dir``.
+
+        Needs the ``plots`` extra (matplotlib); no display is used.
+
+        Returns:
+          ``{name: path}``: ``learning_curves``, ``objective_vs_hparams``,
+          ``optimization_history``, ``lineage``.
+        """
+        from vtune import plots
+        return plots.save_all(self, out_dir)
+
+    def diagnose(self, thresholds=None):
+        """Reads every trial's curves: a :class:`vtune.diagnose.Diagnosis`.
+
+        One finding per trial (kind, evidence, suggested change); ``str()`` of
+        the result is readable text. See :mod:`vtune.diagnose` for the rules.
+        """
+        from vtune import diagnose
+        return diagnose.diagnose(self.history, self.objective, self.mode, thresholds,
+                                 tuned=self.varied,
+                                 best_trial_id=None if self.best is None else self.best.trial_id)
+
+    def lineage(self, trial_id: int | None = None) -> list[dict[str, Any]]:
+        """The history rows of ``trial_id`` (default: the best trial) and its ancestors.
+
+        Oldest first, as :func:`vtune.lineage.lineage` gives them: each row
+        gains ``cloned_at`` and ``changes`` (the hyperparameters that changed
+        since the row before), the schedule a PBT-style winner followed.
+        """
+        from vtune.lineage import lineage
+        if trial_id is None:
+            if self.best is None:
+                raise ValueError("no best trial: pass a trial_id")
+            trial_id = self.best.trial_id
+        return lineage(self.history, trial_id, names=self.hparam_names)
+
+    # --- helpers ------------------------------------------------------------------
+
+    def _best_row(self, rows: Iterable[dict]) -> dict | None:
+        finite = [r for r in rows if r["status"] != "diverged" and _finite(r.get(self.objective))]
+        if not finite:
+            return None
+        pick = min if self.mode == "min" else max
+        return pick(finite, key=lambda r: r[self.objective])
+
+
+def by_trial(history: Iterable[dict]) -> dict[int, list[dict]]:
+    """History rows grouped by ``trial_id`` (ascending), each list in generation order."""
+    out: dict[int, list[dict]] = {}
+    for r in history:
+        out.setdefault(int(r["trial_id"]), []).append(r)
+    for rows in out.values():
+        rows.sort(key=lambda r: r["generation"])
+    return dict(sorted(out.items()))
+
+
+def is_log_scale(result: SearchResult, name: str) -> bool:
+    """Whether ``name`` is searched on a log scale: from the space, else from its values.
+
+    Without a space, positive values spanning more than a factor 20 whose
+    median sits in the lowest fifth of their range (as log-uniform samples
+    do) count as log-scale.
+    """
+    if result.space is not None and name in result.space:
+        return bool(result.space[name].is_log)
+    values = [r.get(name) for r in result.history]
+    nums = sorted(float(v) for v in values if _number(v) and math.isfinite(v))
+    if not nums or nums[0] <= 0 or nums[-1] / nums[0] < 20:
+        return False
+    median = nums[len(nums) // 2]
+    return (median - nums[0]) / (nums[-1] - nums[0]) < 0.2
+
+
+def categories(result: SearchResult, name: str) -> list | None:
+    """The categories of ``name`` if it is categorical (a choice, non-numeric values), else None."""
+    if result.space is not None and name in result.space:
+        dist = result.space[name]
+        if isinstance(dist, Choice):
+            return list(dist.options)
+    values = [r.get(name) for r in result.history]
+    if all(_number(v) for v in values):
+        return None
+    seen = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+    return seen
+
+
+def _keys(rows: Iterable[dict]) -> list[str]:
+    keys: dict[str, None] = {}
+    for r in rows:
+        keys.update(dict.fromkeys(r))
+    return list(keys)
+
+
+def _origin(row: dict) -> str:
+    return "cloned" if int(row["parent_id"]) >= 0 else "fresh"
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _finite(v) -> bool:
+    return _number(v) and math.isfinite(v)
+
+
+def _hashable(v):
+    return repr(v) if isinstance(v, float) and math.isnan(v) else v
+
+
+def _jsonable(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):  # numpy scalars
+        return _jsonable(obj.item())
+    return obj
+
+
+def _unjson(obj):
+    if isinstance(obj, str) and obj in _NONFINITE:
+        return _NONFINITE[obj]
+    if isinstance(obj, dict):
+        return {k: _unjson(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unjson(v) for v in obj]
+    return obj
+
 
 def _fmt(v) -> str:
+    if v is None:
+        return "-"
     return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -329,4 +329,4 @@ def _result(host: _Host, best_params, objective, mode, space) -> SearchResult:
         best = Trial(params=None if best_params is None else sharding.fetch(best_params),
                      **host.best)
     return SearchResult(best=best, history=host.history, objective=objective, mode=mode,
-                        tuned=space.names)
+                        tuned=space.names, space=space)
