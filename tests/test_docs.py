@@ -1,6 +1,7 @@
 """The examples people copy must run: README's research-code block and every docstring."""
 
 import doctest
+import importlib
 import pathlib
 import re
 
@@ -10,12 +11,14 @@ import pytest
 from flax import nnx
 
 import vtune
-import vtune.space
-import vtune.strategies.truncation
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-MODULES = [vtune, vtune.nn, vtune.datasets, vtune.task, vtune.tasks, vtune.hparams,
-           vtune.search, vtune.space, vtune.strategies.truncation]
+# Modules by name: vtune.strategies.pbt and friends are also factory functions.
+MODULES = [importlib.import_module(f"vtune{m}") for m in (
+    "", ".nn", ".datasets", ".task", ".tasks", ".hparams", ".search", ".space", ".checkpoint",
+    ".memory", ".lineage", ".strategies", *(f".strategies.{m}" for m in (
+        "base", "coarse_to_fine", "grid", "pbt", "random_search", "successive_halving", "tpe",
+        "truncation")))]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
@@ -27,8 +30,7 @@ def test_docstring_examples_run(module):
     for t in tests:
         runner.run(t)
     assert runner.failures == 0
-    if module is not vtune.strategies.truncation:
-        assert tests, f"{module.__name__} has no runnable example"
+    assert tests, f"{module.__name__} has no runnable example"
 
 
 def test_readme_example_runs_and_loads_the_best_params():

@@ -27,7 +27,7 @@ def search(task, space=SPACE, **kw):
 
 def test_train_program_compiles_once_across_generations_and_refills(tiny_task, compiles):
     # steps_per_generation=7 is used by no other test, so nothing is cached yet.
-    result = search(tiny_task, generations=4, steps_per_generation=7)
+    result = search(tiny_task, generations=4, steps_per_generation=7, strategy="truncation")
     fresh = [h for h in result.history if h["generation"] > 0 and h["parent_id"] == -1
              and h["trial_id"] >= 8]
     assert fresh, "the search must refill slots with new trials"

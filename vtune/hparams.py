@@ -73,6 +73,10 @@ BOUNDS = {
     "init_scale": (0.0, math.inf, False, False),
 }
 
+#: Hyperparameters that act only when a trial is initialised: a clone inherits
+#: its parent's weights, so changing them on a clone would change nothing.
+INIT_ONLY = ("init", "init_scale")
+
 SCHEDULE_NAMES = ("schedule", "warmup", "decay_rate", "decay_every")
 LOSS_NAMES = ("l2",)
 DATA_NAMES = ("train_fraction",)

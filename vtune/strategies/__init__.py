@@ -1,17 +1,44 @@
 """Population strategies: the outer loop that prunes and refills slots.
 
 Each strategy lives in its own module; :data:`REGISTRY` maps names to
-factories so ``population_search(strategy="truncation")`` and the conformance
-tests find them all.
+factories (called without arguments for the defaults), so
+``population_search(strategy="pbt")`` and the conformance tests find them
+all. Pass a configured object for other settings:
+``population_search(..., strategy=vtune.strategies.pbt(quantile=0.2))``.
+
+Example:
+    >>> sorted(vtune.strategies.REGISTRY)[:3]
+    ['bohb', 'coarse_to_fine', 'grid']
+    >>> vtune.strategies.get("pbt").name
+    'pbt'
 """
 
 from __future__ import annotations
 
 from vtune.strategies.base import Decisions, Strategy, rank
+from vtune.strategies.coarse_to_fine import coarse_to_fine
+from vtune.strategies.grid import grid, grid_counts
+from vtune.strategies.pbt import explore, pbt
+from vtune.strategies.random_search import quasi_random, random_search
+from vtune.strategies.successive_halving import bohb, hyperband, successive_halving
 from vtune.strategies.truncation import truncation
 
-REGISTRY = {"truncation": truncation}
-DEFAULT = "truncation"
+#: Every built-in strategy, by name: a factory taking only keyword settings.
+REGISTRY = {
+    "random": random_search,
+    "quasi_random": quasi_random,
+    "grid": grid,
+    "truncation": truncation,
+    "successive_halving": successive_halving,
+    "hyperband": hyperband,
+    "pbt": pbt,
+    "coarse_to_fine": coarse_to_fine,
+    "bohb": bohb,
+}
+
+#: The strategy ``population_search`` uses when none is given: the winner of
+#: ``benchmarks/strategies.py`` (see the README's Strategies section).
+DEFAULT = "successive_halving"
 
 
 def get(strategy: str | Strategy | None) -> Strategy:
@@ -26,4 +53,6 @@ def get(strategy: str | Strategy | None) -> Strategy:
                      "or a vtune.strategies.Strategy")
 
 
-__all__ = ["Decisions", "Strategy", "REGISTRY", "DEFAULT", "get", "rank", "truncation"]
+__all__ = ["Decisions", "Strategy", "REGISTRY", "DEFAULT", "bohb", "coarse_to_fine", "explore",
+           "get", "grid", "grid_counts", "hyperband", "pbt", "quasi_random", "random_search",
+           "rank", "successive_halving", "truncation"]

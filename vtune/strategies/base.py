@@ -11,6 +11,12 @@ program never change.
 * ``tell(state, scores, configs) -> (state, Decisions)``: ``scores`` are one
   float per slot, lower is better, NaN for a diverged trial (always worst and
   never a parent); ``configs`` are the slots' current hyperparameter values.
+
+A state is a frozen dataclass of ints, floats, strs, bools, numpy arrays,
+tuples of those and at most one :class:`vtune.Space`, so checkpoints can store
+it without pickle; its array shapes and dtypes never change across ``tell``.
+Randomness is derived statelessly from ``(seed, generation, salt)`` with
+:func:`rng`, so the same seed gives the same decisions.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
+
+from vtune.space import Choice, Space
 
 
 class Decisions(NamedTuple):
@@ -47,18 +55,107 @@ class Strategy(NamedTuple):
     name: str
 
 
+def finite_scores(scores) -> np.ndarray:
+    """``scores`` as float64 with every non-finite value (NaN, +-inf) set to NaN.
+
+    Example:
+        >>> vtune.strategies.base.finite_scores([0.5, float("inf"), -float("inf")])
+        array([0.5, nan, nan])
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    return np.where(np.isfinite(s), s, np.nan)
+
+
 def rank(scores: np.ndarray) -> np.ndarray:
-    """Slots ordered best first; NaN (diverged) last; ties by slot (stable)."""
-    nan = np.isnan(scores)
-    return np.lexsort((np.arange(len(scores)), np.where(nan, np.inf, scores), nan))
+    """Slots ordered best first; non-finite (diverged) last; ties by slot (stable).
+
+    Example:
+        >>> vtune.strategies.rank(np.array([0.3, np.nan, 0.1, -np.inf])).tolist()
+        [2, 0, 1, 3]
+    """
+    s = finite_scores(scores)
+    nan = np.isnan(s)
+    return np.lexsort((np.arange(len(s)), np.where(nan, np.inf, s), nan))
+
+
+def rng(seed: int, *keys: int) -> np.random.Generator:
+    """A generator derived from the seed and integer keys (generation, salt...).
+
+    States hold no generator: every ``tell`` derives the one it needs, so a
+    strategy is a pure function of its state.
+
+    Example:
+        >>> a = vtune.strategies.base.rng(0, 3, 1).random()
+        >>> a == vtune.strategies.base.rng(0, 3, 1).random()
+        True
+    """
+    return np.random.default_rng([int(seed), *(int(k) for k in keys)])
+
+
+def keep_all(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(parent, fresh)`` that keep every slot's trial."""
+    return np.arange(size, dtype=np.int32), np.zeros(size, dtype=bool)
 
 
 def replace_rows(configs: dict, slots: np.ndarray, new: dict) -> dict:
-    """``configs`` with rows ``slots`` replaced by the rows of ``new``."""
+    """``configs`` with rows ``slots`` replaced by the rows of ``new``.
+
+    Names of ``configs`` that ``new`` lacks keep their old values; names only
+    in ``new`` are not added.
+    """
+    slots = np.asarray(slots, dtype=np.intp)
     out = {}
     for name, values in configs.items():
         v = np.array(values, copy=True)
-        if len(slots):
-            v[slots] = new[name]
+        if len(slots) and name in new:
+            v[slots] = np.asarray(new[name])[: len(slots)]
         out[name] = v
     return out
+
+
+def unit(space: Space, configs: dict) -> np.ndarray:
+    """The unit-cube points ``[P, D]`` of configs (names outside the space ignored)."""
+    return space.encode({k: configs[k] for k in space.names if k in configs})
+
+
+def choice_dims(space: Space) -> np.ndarray:
+    """``bool[D]``: which unit-cube columns are :class:`vtune.Choice` dimensions."""
+    return np.array([isinstance(space[k], Choice) for k in space.dims], dtype=bool)
+
+
+def near(space: Space, u: np.ndarray, generator: np.random.Generator, radius: float,
+         switch: float) -> dict:
+    """Configs near the unit-cube points ``u`` ``[n, D]``.
+
+    Numeric dimensions move by Gaussian noise of standard deviation ``radius``
+    in the unit cube (so log scale for log dimensions), clipped into it; a
+    choice takes another option with probability ``switch``.
+    """
+    u = np.asarray(u, dtype=np.float64)
+    cat = choice_dims(space)
+    moved = Space.clip(u + generator.normal(0.0, radius, u.shape))
+    resampled = np.where(generator.random(u.shape) < switch, generator.random(u.shape), u)
+    return space.decode(np.where(cat, resampled, moved))
+
+
+def check_fraction(where: str, name: str, value) -> float:
+    """``value`` as a float in (0, 1), or a ValueError naming the setting."""
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) \
+        and 0.0 < value < 1.0
+    if not ok:
+        raise ValueError(f"{where}: {name} must be a number in (0, 1), got {value!r}")
+    return float(value)
+
+
+def check_int(where: str, name: str, value, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``, or a ValueError naming the setting."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{where}: {name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_method(where: str, method) -> str:
+    """A sampling method of :meth:`vtune.Space.sample`, or a ValueError."""
+    if method not in ("random", "sobol", "halton"):
+        raise ValueError(f"{where}: unknown method {method!r}; use random, sobol or halton")
+    return method

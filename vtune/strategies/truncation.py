@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 
 from vtune.space import Space
-from vtune.strategies.base import Decisions, Strategy, rank, replace_rows
+from vtune.strategies.base import Decisions, Strategy, finite_scores, rank, replace_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +49,8 @@ def truncation(fraction: float = 0.5, method: str = "random") -> Strategy:
     def tell(state: TruncationState, scores: np.ndarray, configs: dict):
         order = rank(scores)
         n_drop = int(state.size * fraction) if state.size > 1 else 0
-        drop = np.union1d(order[state.size - n_drop:], np.flatnonzero(np.isnan(scores)))
+        dead = np.flatnonzero(np.isnan(finite_scores(scores)))
+        drop = np.union1d(order[state.size - n_drop:], dead)
         fresh = np.zeros(state.size, bool)
         fresh[drop] = True
         new = state.space.sample(max(len(drop), 1), state.seed, method=method, skip=state.drawn)

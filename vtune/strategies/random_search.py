@@ -1,0 +1,89 @@
+"""One-shot designs: random and quasi-random search, the baselines.
+
+Every slot trains one sampled configuration for the whole search; nothing is
+pruned. A diverged trial is the only exception: its slot starts the next
+point of the same sequence, so no slot trains NaNs to the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from vtune.space import Space
+from vtune.strategies.base import (Decisions, Strategy, check_method, finite_scores, keep_all,
+                                   replace_rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class DesignState:
+    """State of a one-shot design.
+
+    Attributes:
+      space: the search space.
+      size: the population size.
+      seed: seeds the sample sequence.
+      drawn: points of the sequence used so far.
+    """
+
+    space: Space
+    size: int
+    seed: int
+    drawn: int = 0
+
+
+def random_search(method: str = "random") -> Strategy:
+    """Samples every slot once and trains it to the end (refilling only diverged slots).
+
+    Args:
+      method: "random" (i.i.d. uniform in the unit cube), "sobol" or "halton"
+        (scrambled quasi-random sequences, see :meth:`vtune.Space.sample`).
+
+    Example:
+        >>> s = vtune.strategies.random_search()
+        >>> state = s.init(0, vtune.Space({"lr": vtune.loguniform(1e-4, 1.0)}), 4)
+        >>> state, configs = s.ask(state)
+        >>> state, dec = s.tell(state, np.array([0.1, np.nan, 0.3, 0.2]), configs)
+        >>> dec.fresh.tolist(), dec.parent.tolist()
+        ([False, True, False, False], [0, 1, 2, 3])
+    """
+    check_method("random_search", method)
+    name = "random" if method == "random" else "quasi_random" if method == "sobol" \
+        else f"quasi_random_{method}"
+
+    def init(seed: int, space: Space, population_size: int) -> DesignState:
+        return DesignState(space=space, size=population_size, seed=seed)
+
+    def ask(state: DesignState):
+        configs = state.space.sample(state.size, state.seed, method=method, skip=state.drawn)
+        return dataclasses.replace(state, drawn=state.drawn + state.size), configs
+
+    def tell(state: DesignState, scores: np.ndarray, configs: dict):
+        return _refill_diverged(state, scores, configs, method)
+
+    return Strategy(init=init, ask=ask, tell=tell, name=name)
+
+
+def quasi_random(method: str = "sobol") -> Strategy:
+    """:func:`random_search` over a scrambled Sobol (or Halton) sequence.
+
+    Example:
+        >>> vtune.strategies.quasi_random().name
+        'quasi_random'
+    """
+    if method not in ("sobol", "halton"):
+        raise ValueError(f"quasi_random: unknown method {method!r}; use sobol or halton")
+    return random_search(method)
+
+
+def _refill_diverged(state, scores, configs, method):
+    """Keeps every slot but the diverged ones, which start the next points."""
+    parent, fresh = keep_all(state.size)
+    dead = np.flatnonzero(np.isnan(finite_scores(scores)))
+    fresh[dead] = True
+    if not len(dead):
+        return state, Decisions(parent, fresh, replace_rows(configs, dead, {}))
+    new = state.space.sample(len(dead), state.seed, method=method, skip=state.drawn)
+    return (dataclasses.replace(state, drawn=state.drawn + len(dead)),
+            Decisions(parent, fresh, replace_rows(configs, dead, new)))
