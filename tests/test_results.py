@@ -168,6 +168,15 @@ def test_save_writes_every_export(tmp_path):
     assert (tmp_path / "out" / "top.txt").read_text().count("\n") == 3 + 1 + 1 + 3
 
 
+def test_only_process_zero_writes(tmp_path, monkeypatch):
+    import jax
+
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    assert make_result().save(tmp_path / "out", plots=True) == {}
+    assert make_result().plot(tmp_path / "out") == {}
+    assert not (tmp_path / "out").exists()
+
+
 def test_lineage_follows_the_clone_to_its_parent():
     r = make_result()
     assert [(row["trial_id"], row["generation"]) for row in r.lineage()] == [

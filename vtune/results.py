@@ -30,6 +30,8 @@ import math
 import pathlib
 from typing import Any, Iterable
 
+import jax
+
 from vtune.space import Choice, Space
 
 #: Columns every history row has, in order, before its hyperparameters and metrics.
@@ -301,8 +303,11 @@ class SearchResult:
         (which need matplotlib: an ImportError names the ``plots`` extra).
 
         Returns:
-          ``{name: path}`` of every file written.
+          ``{name: path}`` of every file written. In a multi-host run only
+          process 0 writes; the others return ``{}``.
         """
+        if jax.process_index() != 0:
+            return {}
         out = pathlib.Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         diagnosis = self.diagnose(thresholds)
@@ -329,8 +334,10 @@ class SearchResult:
 
         Returns:
           ``{name: path}``: ``learning_curves``, ``objective_vs_hparams``,
-          ``optimization_history``, ``lineage``.
+          ``optimization_history``, ``lineage`` (``{}`` on processes other than 0).
         """
+        if jax.process_index() != 0:
+            return {}
         from vtune import plots
         return plots.save_all(self, out_dir)
 
