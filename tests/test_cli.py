@@ -181,3 +181,20 @@ def test_presets_and_task_args(tmp_path):
     assert config["task"].name.startswith("mlp_classifier(16-8-8-4")
     assert config["space"]["width"] == vtune.intuniform(4, 64, log=True)
     assert config["out_dir"] == tmp_path / "c-results"
+
+
+def test_plain_vtune_uses_one_cpu_device_per_core(tmp_path):
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
+    env.update(PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]), JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-m", "vtune", "--population", "4", "--generations",
+                          "1", "--steps", "3", "--quiet"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    cores = max(d for d in range(1, (os.cpu_count() or 1) + 1) if 4 % d == 0)
+    assert (f"on {cores} CPU devices" in out.stdout) == (cores > 1)
+    assert "validation accuracy of the best trial" in out.stdout

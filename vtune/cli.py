@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import importlib
 import inspect
+import os
 import pathlib
 import sys
 import time
@@ -269,7 +270,27 @@ def _thresholds(table):
 
 # --- commands ---------------------------------------------------------------------------
 
+def cpu_devices(population_size: int) -> int:
+    """Splits the CPU into one JAX device per core, as far as the population divides.
+
+    XLA:CPU keeps about one core busy per device; two devices on a 2-core
+    machine train the digits population 1.5-1.8x faster
+    (benchmarks/results/scaling-cpu.json). Only possible before JAX's backend
+    starts; returns the number of devices used (1 if it had started, or if
+    ``JAX_NUM_CPU_DEVICES`` is set, which then wins).
+    """
+    import jax
+    from jax._src import xla_bridge
+
+    if "JAX_NUM_CPU_DEVICES" in os.environ or xla_bridge.backends_are_initialized():
+        return 1
+    n = max(d for d in range(1, (os.cpu_count() or 1) + 1) if population_size % d == 0)
+    jax.config.update("jax_num_cpu_devices", n)
+    return n
+
+
 def _default_search(args) -> int:
+    devices = cpu_devices(args.population)
     start = time.perf_counter()
     result = vtune.population_search(
         vtune.tasks.mlp_classifier(), default_space(), population_size=args.population,
@@ -278,8 +299,9 @@ def _default_search(args) -> int:
     elapsed = time.perf_counter() - start
     print(result.summary())
     if result.best is not None:
+        where = f" on {devices} CPU devices" if devices > 1 else ""
         print(f"validation accuracy of the best trial: {result.best.metrics['val_accuracy']:.4f} "
-              f"({len(result.history)} trial-generations in {elapsed:.1f} s)")
+              f"({len(result.history)} trial-generations in {elapsed:.1f} s{where})")
     return 0
 
 
