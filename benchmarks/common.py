@@ -10,6 +10,8 @@ from importlib import metadata
 
 import jax
 
+import vtune
+
 
 def environment() -> dict:
     device = jax.devices()[0]
@@ -25,9 +27,10 @@ def environment() -> dict:
         "machine": {"platform": platform.platform(), "processor": processor,
                     "cpu_count": os.cpu_count(), "device": device.device_kind,
                     "device_count": jax.device_count()},
-        "versions": {"python": platform.python_version(),
+        "versions": {"python": platform.python_version(), "vtune": vtune.__version__,
                      **{p: metadata.version(p) for p in
-                        ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")}},
+                        ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy",
+                         "scipy")}},
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "load_average": os.getloadavg(),
     }

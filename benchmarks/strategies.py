@@ -24,19 +24,16 @@ Results go to ``benchmarks/results/strategies-cpu.json`` (``--out``).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
 import time
-from importlib import metadata
 
-import jax
 
 import vtune
+from common import environment
 
 HIDDEN_SIZES = (128, 128)
 BATCH_SIZE = 128
@@ -50,25 +47,6 @@ def space() -> dict:
         "dropout": vtune.uniform(0.0, 0.7),
         "init": vtune.choice(["he_normal", "xavier_uniform", "lecun_normal", "zeros"]),
         "schedule": vtune.choice(["constant", "cosine"]),
-    }
-
-
-def environment() -> dict:
-    processor = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            processor = next(line.split(":", 1)[1].strip() for line in f
-                             if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "backend": jax.default_backend(),
-        "machine": {"platform": platform.platform(), "processor": processor,
-                    "cpu_count": os.cpu_count(), "device": jax.devices()[0].device_kind},
-        "versions": {"python": platform.python_version(), "vtune": vtune.__version__,
-                     **{p: metadata.version(p) for p in ("jax", "jaxlib", "flax", "optax",
-                                                         "numpy", "scipy")}},
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
