@@ -33,7 +33,7 @@ task = "digits_mlp"
 # The outer loop: a name from vtune.strategies.REGISTRY ("truncation", "pbt",
 # "successive_halving", "random", ...) or a table with settings:
 #   strategy = {name = "pbt", quantile = 0.25}
-strategy = "truncation"
+strategy = "successive_halving"
 
 population_size = 32        # trials trained at once, as one compiled program
 generations = 8             # train -> evaluate -> prune/refill rounds
@@ -372,7 +372,7 @@ examples:
 
 a config file, in short (`vtune run --example` prints a commented one):
   task = "digits_mlp"                    # or "package.module:function" -> vtune.Task
-  strategy = "truncation"                # or "pbt", "successive_halving", ...
+  strategy = "successive_halving"        # or "pbt", "truncation", ...
   population_size = 32
   generations = 8
   steps_per_generation = 150
