@@ -159,7 +159,7 @@ def test_the_example_config_is_the_default_search(tmp_path, capsys):
     config = vtune.cli.load_config(ROOT / "docs" / "digits.toml")
     assert config["space"] == vtune.cli.default_space()
     search = dict(config["search"])
-    assert search.pop("strategy").name == "truncation"
+    assert search.pop("strategy").name == vtune.strategies.DEFAULT
     assert search == {"population_size": 32, "generations": 8, "steps_per_generation": 150,
                       "objective": "val_loss", "seed": 0}
     assert config["task"].name == vtune.tasks.mlp_classifier().name
