@@ -182,16 +182,16 @@ def test_non_empty_foreign_directory_needs_overwrite(tiny_task, tmp_path):
 
 def test_host_state_encoding_round_trips_exactly():
     from vtune.checkpoint import decode, encode
-    from vtune.strategies.truncation import TruncationState
+    from vtune.strategies.base import SequenceState
 
-    state = TruncationState(space=vtune.Space(SPACE), size=4, seed=3, drawn=7)
+    state = SequenceState(space=vtune.Space(SPACE), size=4, seed=3, drawn=7)
     data = {"a": np.array([0.1, np.nan, np.inf], np.float32), "s": np.array(["x", "y"], object),
             "t": (1, 2.5, "z"), "n": np.int32(5)}
     back = decode(json.loads(json.dumps(encode(data))))
     np.testing.assert_array_equal(back["a"], data["a"])
     assert back["a"].dtype == np.float32 and back["s"].tolist() == ["x", "y"]
     assert back["t"] == (1, 2.5, "z") and back["n"] == 5 and back["n"].dtype == np.int32
-    template = TruncationState(space=vtune.Space({"x": vtune.uniform(0, 1)}), size=1, seed=0)
+    template = SequenceState(space=vtune.Space({"x": vtune.uniform(0, 1)}), size=1, seed=0)
     restored = decode(json.loads(json.dumps(encode(state))), template)
     assert restored == state
     with pytest.raises(ValueError, match="template"):  # never a class imported by name

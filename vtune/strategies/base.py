@@ -21,6 +21,7 @@ Randomness is derived statelessly from ``(seed, generation, salt)`` with
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -159,3 +160,29 @@ def check_method(where: str, method) -> str:
     if method not in ("random", "sobol", "halton"):
         raise ValueError(f"{where}: unknown method {method!r}; use random, sobol or halton")
     return method
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceState:
+    """State of a strategy that only draws from one sample sequence.
+
+    Attributes:
+      space: the search space.
+      size: the population size.
+      seed: seeds the sample sequence.
+      drawn: points of the sequence used so far.
+    """
+
+    space: Space
+    size: int
+    seed: int
+    drawn: int = 0
+
+
+def draw(state, n: int, method: str):
+    """The next ``n`` points of ``state``'s sample sequence, and the state past them.
+
+    ``state`` is any strategy state with ``space``, ``seed`` and ``drawn``.
+    """
+    configs = state.space.sample(max(n, 1), state.seed, method=method, skip=state.drawn)
+    return dataclasses.replace(state, drawn=state.drawn + n), configs

@@ -7,15 +7,14 @@ diverged trials), a grid larger than the population a seeded subset.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Mapping
 
 import numpy as np
 
 from vtune.space import Choice, IntUniform, Space
-from vtune.strategies.base import Strategy, check_int
-from vtune.strategies.random_search import DesignState, _refill_diverged
+from vtune.strategies.base import SequenceState, Strategy, check_int, draw
+from vtune.strategies.random_search import _refill_diverged
 
 
 def grid_counts(space: Space, size: int) -> dict[str, int]:
@@ -84,25 +83,24 @@ def grid(counts: int | Mapping[str, int] | None = None,
                     for k in space.names}
         return space.grid(grid_counts(space, size) if counts is None else counts)
 
-    def init(seed: int, space: Space, population_size: int) -> DesignState:
+    def init(seed: int, space: Space, population_size: int) -> SequenceState:
         n = len(next(iter(design(space, population_size, seed).values())))
         if points is not None and n > population_size:
             raise ValueError(f"grid: {n} points do not fit a population of {population_size}")
-        return DesignState(space=space, size=population_size, seed=seed)
+        return SequenceState(space=space, size=population_size, seed=seed)
 
-    def ask(state: DesignState):
+    def ask(state: SequenceState):
         configs = design(state.space, state.size, state.seed)
         n = len(next(iter(configs.values())))
         if n > state.size:  # a seeded subset, in grid order
             keep = np.sort(np.random.default_rng(state.seed).choice(n, state.size, replace=False))
             return state, {k: v[keep] for k, v in configs.items()}
         if n < state.size:
-            fill = state.space.sample(state.size - n, state.seed, "sobol", skip=state.drawn)
-            state = dataclasses.replace(state, drawn=state.drawn + state.size - n)
+            state, fill = draw(state, state.size - n, "sobol")
             configs = {k: np.concatenate([v, fill[k]]) for k, v in configs.items()}
         return state, configs
 
-    def tell(state: DesignState, scores: np.ndarray, configs: dict):
+    def tell(state: SequenceState, scores: np.ndarray, configs: dict):
         return _refill_diverged(state, scores, configs, "sobol")
 
     return Strategy(init=init, ask=ask, tell=tell, name="grid")

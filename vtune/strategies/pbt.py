@@ -20,8 +20,8 @@ import numpy as np
 
 from vtune.hparams import INIT_ONLY
 from vtune.space import Choice, Fixed, IntUniform, Space
-from vtune.strategies.base import (Decisions, Strategy, check_int, finite_scores, keep_all, rank,
-                                   replace_rows, rng)
+from vtune.strategies.base import (Decisions, Strategy, check_int, draw, finite_scores, keep_all,
+                                   rank, replace_rows, rng)
 
 _EXPLORE, _PARENT = 1, 2  # rng salts
 
@@ -154,8 +154,7 @@ def pbt(quantile: float = 0.25, resample_probability: float = 0.25,
     def ask(state: PBTState):
         if initial is not None:
             return state, _initial(state.space, state.size)
-        configs = state.space.sample(state.size, state.seed, method=method, skip=state.drawn)
-        return dataclasses.replace(state, drawn=state.drawn + state.size), configs
+        return draw(state, state.size, method)
 
     def tell(state: PBTState, scores: np.ndarray, configs: dict):
         size, g = state.size, state.generation + 1

@@ -7,30 +7,12 @@ point of the same sequence, so no slot trains NaNs to the end.
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 
 from vtune.space import Space
-from vtune.strategies.base import (Decisions, Strategy, check_method, finite_scores, keep_all,
-                                   replace_rows)
-
-
-@dataclasses.dataclass(frozen=True)
-class DesignState:
-    """State of a one-shot design.
-
-    Attributes:
-      space: the search space.
-      size: the population size.
-      seed: seeds the sample sequence.
-      drawn: points of the sequence used so far.
-    """
-
-    space: Space
-    size: int
-    seed: int
-    drawn: int = 0
+from vtune.strategies.base import (Decisions, SequenceState, Strategy, check_method, draw,
+                                   finite_scores, keep_all, replace_rows)
 
 
 def random_search(method: str = "random") -> Strategy:
@@ -52,14 +34,13 @@ def random_search(method: str = "random") -> Strategy:
     name = "random" if method == "random" else "quasi_random" if method == "sobol" \
         else f"quasi_random_{method}"
 
-    def init(seed: int, space: Space, population_size: int) -> DesignState:
-        return DesignState(space=space, size=population_size, seed=seed)
+    def init(seed: int, space: Space, population_size: int) -> SequenceState:
+        return SequenceState(space=space, size=population_size, seed=seed)
 
-    def ask(state: DesignState):
-        configs = state.space.sample(state.size, state.seed, method=method, skip=state.drawn)
-        return dataclasses.replace(state, drawn=state.drawn + state.size), configs
+    def ask(state: SequenceState):
+        return draw(state, state.size, method)
 
-    def tell(state: DesignState, scores: np.ndarray, configs: dict):
+    def tell(state: SequenceState, scores: np.ndarray, configs: dict):
         return _refill_diverged(state, scores, configs, method)
 
     return Strategy(init=init, ask=ask, tell=tell, name=name)
@@ -84,6 +65,5 @@ def _refill_diverged(state, scores, configs, method):
     fresh[dead] = True
     if not len(dead):
         return state, Decisions(parent, fresh, replace_rows(configs, dead, {}))
-    new = state.space.sample(len(dead), state.seed, method=method, skip=state.drawn)
-    return (dataclasses.replace(state, drawn=state.drawn + len(dead)),
-            Decisions(parent, fresh, replace_rows(configs, dead, new)))
+    state, new = draw(state, len(dead), method)
+    return state, Decisions(parent, fresh, replace_rows(configs, dead, new))

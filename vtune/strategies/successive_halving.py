@@ -26,8 +26,8 @@ import numpy as np
 
 from vtune.space import Space
 from vtune.strategies import tpe as tpe_lib
-from vtune.strategies.base import (Decisions, Strategy, check_int, check_method, finite_scores,
-                                   keep_all, near, replace_rows, rng, unit)
+from vtune.strategies.base import (Decisions, Strategy, check_int, check_method, draw,
+                                   finite_scores, keep_all, near, replace_rows, rng, unit)
 
 MAX_RUNGS = 8
 _PARENT, _NEAR, _MODEL = 1, 2, 3  # rng salts
@@ -120,8 +120,7 @@ def successive_halving(eta: int = 3, grace: int = 1, brackets: int = 1, refine: 
             observed_scores=np.full(cap, np.nan))
 
     def ask(state: HalvingState):
-        configs = state.space.sample(state.size, state.seed, method=method, skip=state.drawn)
-        return dataclasses.replace(state, drawn=state.drawn + state.size), configs
+        return draw(state, state.size, method)
 
     def rung_of(age: np.ndarray, bracket: np.ndarray) -> np.ndarray:
         """The rung a trial of this age just reached, or -1."""
