@@ -1,0 +1,13 @@
+"""Population-batched kernels, installed as ``vtune.kernels``.
+
+vtune trains a population by ``vmap``-ping one trial's code, so XLA picks the
+batched formulation of every layer. This package holds the alternatives and
+their reference implementation, measured by ``benchmarks/dense_layer.py`` and
+tested to compute the same thing (``tests/test_kernels.py``).
+
+* :mod:`vtune.kernels.dense`: the population dense layer ``[P, B, I] x [P, I, O]``.
+"""
+
+from vtune.kernels import dense
+
+__all__ = ["dense"]
