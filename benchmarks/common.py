@@ -1,4 +1,5 @@
-"""What every benchmark records: the machine, backend, versions and date; JSON output."""
+"""What every benchmark shares: the environment record, JSON output, timing, the
+large-matmul FLOP/s reference and the summary of a sample over seeds."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import datetime
 import json
 import os
 import platform
+import statistics
+import time
 from importlib import metadata
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 import vtune
 
@@ -42,3 +47,32 @@ def write_result(path: str, result: dict) -> None:
         json.dump(result, f, indent=2)
         f.write("\n")
     print(f"\nwrote {path}")
+
+
+def timed(fn) -> tuple[float, float]:
+    """Wall seconds of one call of ``fn`` (which must block on its result), and the
+    CPU seconds this process spent per wall second meanwhile (about the core count
+    when nothing else competes for the machine)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return wall, cpu / wall
+
+
+def matmul_gflops(repeats: int, n: int) -> tuple[float, float]:
+    """Median GFLOP/s of a jitted n x n float32 matmul, and its median CPU per wall second."""
+    rng = np.random.default_rng(0)
+    a, b = (jnp.asarray(rng.standard_normal((n, n), np.float32)) for _ in range(2))
+    mm = jax.jit(jnp.matmul)
+    jax.block_until_ready(mm(a, b))
+    runs = [timed(lambda: jax.block_until_ready(mm(a, b))) for _ in range(repeats)]
+    median = statistics.median(wall for wall, _ in runs)
+    return 2 * n**3 / median / 1e9, statistics.median(cpu for _, cpu in runs)
+
+
+def summarise(values: list[float]) -> dict:
+    """Median, min, max and interquartile range of ``values`` (one per seed), and the values."""
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 \
+        else (values[0],) * 3
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "iqr": q3 - q1, "values": values}

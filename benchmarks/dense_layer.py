@@ -44,8 +44,7 @@ import numpy as np
 import optax
 
 import vtune
-from common import environment, write_result
-from throughput import matmul_gflops
+from common import environment, matmul_gflops, timed, write_result
 from vtune.kernels import dense
 
 SIZES = (64, 128, 128, 10)
@@ -132,15 +131,6 @@ def train_steps(shared: bool, inner: int):
     return jax.jit(run), tx
 
 
-def timed_median(fn, repeats: int) -> tuple[float, list[float]]:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), times
-
-
 def bench(size: int, args, data, flops_per_trial_step: int, peak: float) -> list[dict]:
     key = jax.random.key(args.seed)
     params = init(key, size)
@@ -170,7 +160,7 @@ def bench(size: int, args, data, flops_per_trial_step: int, peak: float) -> list
     runs = {k: [] for k in fns}
     for _ in range(args.repeats):  # interleaved
         for k, fn in fns.items():
-            runs[k].append(timed_median(fn, 1)[0])
+            runs[k].append(timed(lambda: jax.block_until_ready(fn()))[0])
 
     rows = []
     for (kind, name), times in runs.items():

@@ -33,7 +33,7 @@ import time
 
 
 import vtune
-from common import environment
+from common import environment, summarise
 
 HIDDEN_SIZES = (128, 128)
 BATCH_SIZE = 128
@@ -65,13 +65,6 @@ def run_one(task, name: str, seed: int, args) -> dict:
             "trials": len({r["trial_id"] for r in result.history}),
             "diverged_rows": sum(r["status"] == "diverged" for r in result.history),
             "wall_s": wall}
-
-
-def summarise(values: list[float]) -> dict:
-    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 \
-        else (values[0],) * 3
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "iqr": q3 - q1, "values": values}
 
 
 def main(argv=None) -> dict:
