@@ -1,209 +1,410 @@
-"""Throughput of one vtune generation against training the same trials one at a time.
+"""Throughput of one vtune generation against what users would run instead.
 
-What it measures, for each population size P (digits MLP 64-128-128-10, batch 128,
-adamw, ``learning_rate ~ loguniform(1e-4, 1e-1)`` sampled per trial):
+What it measures, for each population size P (``--populations``): trial-steps per second of
+training P trials of the digits MLP 64-128-128-10 (dropout after each hidden layer, batch
+128 drawn with replacement, adamw) for ``--steps`` optimizer steps and then evaluating them,
+the hyperparameters (``learning_rate``, ``weight_decay``, ``dropout``, ``b1``) sampled per
+trial from ``baselines.space()``. Implementations (``--impls``):
 
-* ``vtune``: ``Program.train`` -- one generation (``--steps`` optimizer steps, then
-  evaluation) of all P trials as one ``jit(vmap(scan))`` program, built exactly as
-  ``population_search`` builds it;
-* ``jax_sequential_scan``: the same P trials one after another, each through the
-  jitted unbatched program ``jax.jit(Program.train_trial)`` (same steps, same
-  evaluation), looped over in Python. For large P only the first
-  ``--max-sequential`` trials are timed and the time is scaled to P
-  (``trials_timed`` in the row says how many).
+* ``vtune``: ``Program.train``, one generation of the whole population as one
+  ``jit(vmap(scan))`` program, built as ``population_search`` builds it: the population is
+  sharded over all ``--cpu-devices`` JAX devices when P divides by their number, else it
+  runs on one device (the row's ``devices``);
+* ``jax_sequential_scan``: the same P trials one after another, each through the jitted
+  unbatched program ``jax.jit(Program.train_trial)`` (same steps, same evaluation);
+* ``jax_python_loop``, ``torch_loop``: the usual Flax/Optax and PyTorch loops, one trial at
+  a time, a Python loop of steps (``baselines.JaxLoop``, ``baselines.TorchLoop``; each trial
+  includes its initialisation, as in a search);
+* ``torch_func_vmap``: all P trials at once as a ``torch.func`` ensemble
+  (``baselines.TorchFuncVmap``).
 
-Compile time (``lower(...).compile()``) is reported separately from run time; run
-time is the median of ``--repeats`` runs, each ended by ``jax.block_until_ready``.
-The unit is trial-steps per second (P * steps / median seconds). The same run also
-measures the machine's large-matmul FLOP/s (a jitted 2048x2048 float32 matmul) and,
-for vtune, the achieved training FLOP/s (6 * batch * sum(in*out) of the dense layers
-per trial-step; evaluation is not counted) as a fraction of it.
+The one-trial-at-a-time implementations time only the first ``--max-sequential`` trials and
+scale to P (``trials_timed`` in the row). The JAX single-trial baselines run on device 0;
+torch uses ``--torch-threads`` threads (default: the core count). Compile time is reported
+apart from run time (``compile_s``; ``compile_what`` says what was timed: an XLA compile, or
+for the loops the first call, i.e. trace + compile + two steps for JAX, the warm-up for
+torch). Run time is the median of ``--repeats`` runs, each ended by a blocking read of the
+results; the implementations are run in turn within each repeat, so a change in machine load
+hits all of them alike. Every row gives the achieved training FLOP/s (6 * batch *
+sum(in*out) of the dense layers per trial-step; evaluation not counted) as a fraction of the
+machine's large-matmul FLOP/s measured in the same run (a jitted 2048x2048 float32 matmul,
+``matmul_gflops``; torch's own ``torch.matmul`` is ``torch_matmul_gflops``), and every
+baseline row vtune's speed-up over it at the same P (``vtune_speedup``). ``targets`` checks
+the issue's goals at P=64: vtune >= 3x jax_sequential_scan, >= 5x torch_loop, >= 1.5x
+torch_func_vmap, >= 50% of the large-matmul FLOP/s. Without torch the torch rows say
+``"skipped": "torch not installed"``.
 
-Run from the repository root::
+As a correctness check, the vtune row's ``val_loss_abs_diff_vs_sequential`` compares the
+first generation's validation losses of vtune and jax_sequential_scan (the same trials).
+
+Run from the repository root (about 8 minutes on a quiet 2-core CPU)::
 
     PYTHONPATH=. python benchmarks/throughput.py
-    PYTHONPATH=. python benchmarks/throughput.py --populations 1 16 --steps 50 --repeats 2  # quick
+    PYTHONPATH=. python benchmarks/throughput.py --populations 1 16 --steps 20 --repeats 1 \
+        --out /tmp/throughput.json  # quick
 
-Results go to ``benchmarks/results/throughput-cpu.json`` (``--out``).
+Results go to ``benchmarks/results/throughput-<backend>.json`` (e.g. ``throughput-cpu.json``;
+``--out`` to change).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import statistics
 import sys
 import time
+from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+import baselines
 import vtune
-from common import environment, write_result
+from common import environment, matmul_gflops, timed, write_result
+from vtune import sharding
 from vtune.search import build
 
-HIDDEN_SIZES = (128, 128)
-BATCH_SIZE = 128
-MATMUL_N = 2048
-
-
-def seconds(fn) -> float:
-    """Wall seconds of one call of ``fn``, which must block on its result."""
-    return timed(fn)[0]
-
-
-def timed(fn) -> tuple[float, float]:
-    """Wall seconds of one call of ``fn`` (which must block on its result), and the
-    CPU seconds this process spent per wall second meanwhile (about the core count
-    when nothing else competes for the machine)."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return wall, cpu / wall
-
-
-def matmul_gflops(repeats: int, n: int = MATMUL_N) -> tuple[float, float]:
-    """Median GFLOP/s of a jitted n x n float32 matmul, and its median CPU per wall second."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    mm = jax.jit(jnp.matmul)
-    jax.block_until_ready(mm(a, b))
-    runs = [timed(lambda: jax.block_until_ready(mm(a, b))) for _ in range(repeats)]
-    median = statistics.median(wall for wall, _ in runs)
-    return 2 * n**3 / median / 1e9, statistics.median(cpu for _, cpu in runs)
+IMPLS = ("vtune", "jax_sequential_scan", "jax_python_loop", "torch_loop", "torch_func_vmap")
+TORCH_IMPLS = ("torch_loop", "torch_func_vmap")
+#: The issue's goals at P=TARGET_POPULATION: vtune's speed-up over each baseline, and the
+#: share of the large-matmul FLOP/s vtune reaches.
+TARGET_POPULATION = 64
+TARGET_SPEEDUPS = {"jax_sequential_scan": 3.0, "torch_loop": 5.0, "torch_func_vmap": 1.5}
+TARGET_FRACTION = 0.5
 
 
 def train_flops_per_step(task: vtune.Task) -> int:
     """Forward + backward FLOPs of one minibatch step: 6 * batch * sum(in * out)."""
-    sizes = (int(np.prod(task.data.x_train.shape[1:])), *HIDDEN_SIZES, task.data.num_classes)
+    sizes = baselines.layer_sizes(task.data, baselines.HIDDEN_SIZES)
     return 6 * task.batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def bench_population(program, table, space, data, size, args, seed_key, horizon):
-    """The two rows (vtune, jax_sequential_scan) for population size ``size``."""
-    configs = space.sample(size, args.seed)
-    hp = table.encode(table.complete(configs, size))
-    pop = program.init(np.uint32(args.seed), np.arange(size, dtype=np.int32), hp)
-    jax.block_until_ready(pop)
+@dataclasses.dataclass
+class Runner:
+    """One implementation at one population size, compiled and warmed up.
 
-    # The timed trials, sliced from the initial population before train donates it.
-    k = min(size, args.max_sequential)
-    trials = [jax.block_until_ready(jax.tree.map(
-        lambda x: x[i], (pop.params, pop.state, pop.opt_state, pop.hparams, pop.trial_id,
-                         pop.step))) for i in range(k)]
+    ``run`` trains ``trials`` trials for one generation and blocks on the result;
+    ``val_loss`` holds the warm-up generation's validation losses of those trials;
+    ``check`` (after the timed runs) asserts that nothing was recompiled.
+    """
 
-    # Compile both programs (timed separately from running them).
-    traces = program.traces["train"]
-    train_trial = jax.jit(program.train_trial)
-    vt_compile = seconds(lambda: program.train.lower(pop, data, np.uint32(args.seed), horizon).compile())
-    seq_compile = seconds(lambda: train_trial.lower(trials[0], data, seed_key, horizon).compile())
+    run: Callable[[], None]
+    trials: int
+    compile_s: float
+    compile_what: str
+    val_loss: np.ndarray | None = None
+    extra: dict = dataclasses.field(default_factory=dict)
+    check: Callable[[], None] = lambda: None
 
-    # Warm-up and check: same trials, same keys, so the first generation of both gives
-    # the same losses up to float rounding (which high learning rates amplify).
-    seq_val_loss = np.array([float(train_trial(t, data, seed_key, horizon)[1]["val_loss"])
+
+class Bench:
+    """What every population size shares: the task, the programs, the baselines' objects.
+
+    Each implementation is a method ``impl(size, shared) -> Runner``; ``shared`` carries what
+    the implementations of one population size share (vtune's initial trials, which
+    jax_sequential_scan trains).
+    """
+
+    def __init__(self, args):
+        self.args = args
+        self.task = baselines.vtune_task()
+        self.space = vtune.Space.coerce(baselines.space())
+        self.device0 = jax.devices()[0]
+        self.horizon = np.int32(args.steps * (args.repeats + 1))  # warm-up + timed runs
+        self._programs = {}
+        self._once = {}  # P-independent objects, compiled (and timed) once
+
+    def configs(self, size: int) -> dict:
+        return self.space.sample(size, self.args.seed)
+
+    def trial_hparams(self, size: int) -> list[dict]:
+        """The first ``--max-sequential`` trials' hyperparameters, as plain dicts."""
+        c = self.configs(size)
+        return [{k: float(v[i]) for k, v in c.items()}
+                for i in range(min(size, self.args.max_sequential))]
+
+    def program(self, size: int):
+        """vtune's program over every device, or over device 0 if P does not divide."""
+        devices = jax.devices() if size % jax.device_count() == 0 else [self.device0]
+        key = len(devices)
+        if key not in self._programs:
+            mesh = sharding.make_mesh(devices)
+            program, table, _ = build(self.task, self.space, self.args.steps, mesh)
+            data = sharding.place(self.task.host_data(), sharding.replicated(mesh))
+            self._programs[key] = program, table, data
+        return self._programs[key]
+
+    def once(self, name: str, make: Callable[[], tuple[object, float]]):
+        """``make()`` -> (object, compile seconds), called the first time only."""
+        if name not in self._once:
+            self._once[name] = make()
+        return self._once[name]
+
+    # --- the implementations: each returns a compiled, warmed-up Runner ---------------------
+
+    def vtune(self, size: int, shared: dict) -> Runner:
+        program, table, data = self.program(size)
+        seed = np.uint32(self.args.seed)
+        hp = table.encode(table.complete(self.configs(size), size))
+        split = sharding.population(program.mesh)
+        pop = program.init(seed, *sharding.place((np.arange(size, dtype=np.int32), hp), split))
+        jax.block_until_ready(pop)
+        # The sequential baseline trains the same initial trials (sliced before train donates).
+        k = min(size, self.args.max_sequential)
+        shared["trials"] = [jax.device_put(jax.tree.map(lambda x: x[i], (
+            pop.params, pop.state, pop.opt_state, pop.hparams, pop.trial_id, pop.step)),
+            self.device0) for i in range(k)]
+        traces = program.traces["train"]
+        compile_s = timed(lambda: program.train.lower(pop, data, seed, self.horizon).compile())[0]
+        state = {"pop": pop}
+        state["pop"], metrics = jax.block_until_ready(
+            program.train(state["pop"], data, seed, self.horizon))
+
+        def run():
+            state["pop"], m = program.train(state["pop"], data, seed, self.horizon)  # donates
+            jax.block_until_ready((state["pop"], m))
+
+        def check():
+            assert program.traces["train"] == traces + 1, f"train retraced: {program.traces}"
+
+        return Runner(run, size, compile_s, "XLA compile of Program.train (lower().compile())",
+                      np.asarray(metrics["val_loss"]), {"devices": program.mesh.devices.size},
+                      check)
+
+    def jax_sequential_scan(self, size: int, shared: dict) -> Runner:
+        program, _, _ = self.program(size)
+        data = jax.device_put(self.task.host_data(), self.device0)
+        seed_key = jax.device_put(jax.random.key(self.args.seed), self.device0)
+        trials = shared["trials"]
+
+        def make():
+            fn = jax.jit(program.train_trial)
+            start = time.perf_counter()
+            compiled = fn.lower(trials[0], data, seed_key, self.horizon).compile()
+            return compiled, time.perf_counter() - start
+
+        compiled, compile_s = self.once("jax_sequential_scan", make)
+        val_loss = np.array([float(compiled(t, data, seed_key, self.horizon)[1]["val_loss"])
                              for t in trials])
-    pop, metrics = jax.block_until_ready(program.train(pop, data, np.uint32(args.seed), horizon))
-    loss_diff = np.abs(np.asarray(metrics["val_loss"])[:k] - seq_val_loss)
 
-    def run_vtune():
-        nonlocal pop
-        pop, metrics = program.train(pop, data, np.uint32(args.seed), horizon)  # donates pop
-        jax.block_until_ready((pop, metrics))
+        def run():
+            for t in trials:
+                jax.block_until_ready(compiled(t, data, seed_key, self.horizon))
 
-    def run_sequential():
-        for t in trials:
-            jax.block_until_ready(train_trial(t, data, seed_key, horizon))
+        return Runner(run, len(trials), compile_s,
+                      "XLA compile of jit(Program.train_trial) (lower().compile()), once",
+                      val_loss)
 
-    # Interleaved, so a change in machine load hits both implementations alike.
-    vt_runs, seq_runs = [], []
-    for _ in range(args.repeats):
-        vt_runs.append(timed(run_vtune))
-        wall, cpu = timed(run_sequential)
-        seq_runs.append((wall * size / k, cpu))
-    assert program.traces["train"] == traces + 1, f"train retraced: {program.traces}"
+    def _loop(self, name: str, make_loop: Callable, size: int) -> Runner:
+        hps = self.trial_hparams(size)
 
-    common = {"population": size, "steps": args.steps, "repeats": args.repeats}
+        def make():
+            loop = make_loop()
+            return loop, timed(lambda: loop.train(hps[0], self.args.seed, 2))[0]
+
+        loop, compile_s = self.once(name, make)
+
+        def run():
+            for i, hp in enumerate(hps):
+                loop.train(hp, self.args.seed + i, self.args.steps)
+
+        return Runner(run, len(hps), compile_s, "first call (trace + compile + 2 steps), once"
+                      if name.startswith("jax") else "first call (warm-up, 2 steps), once")
+
+    def jax_python_loop(self, size: int, shared: dict) -> Runner:
+        runner = self._loop("jax_python_loop",
+                            lambda: baselines.JaxLoop(device=self.device0), size)
+        loop = self._once["jax_python_loop"][0]
+        traces = dict(loop.traces)
+
+        def check():  # new hyperparameter values must not retrace
+            assert dict(loop.traces) == traces, f"jax_python_loop retraced: {loop.traces}"
+
+        return dataclasses.replace(runner, check=check)
+
+    def torch_loop(self, size: int, shared: dict) -> Runner:
+        return self._loop("torch_loop",
+                          lambda: baselines.TorchLoop(threads=self.args.torch_threads), size)
+
+    def torch_func_vmap(self, size: int, shared: dict) -> Runner:
+        ens, _ = self.once("torch_func_vmap", lambda: (
+            baselines.TorchFuncVmap(threads=self.args.torch_threads), 0.0))
+        state = ens.init(self.configs(size), self.args.seed)
+        compile_s = timed(lambda: ens.train(state, 1))[0]
+        return Runner(lambda: ens.train(state, self.args.steps), size, compile_s,
+                      "first call (warm-up, 1 step)")
+
+
+def bench_population(bench: Bench, size: int, impls: list[str], skip: dict) -> list[dict]:
+    """One row per implementation for population size ``size``."""
+    args = bench.args
+    shared: dict = {}
+    runners = {}
+    order = [i for i in IMPLS if i in impls]
+    for impl in order:
+        if impl not in skip:
+            runners[impl] = getattr(bench, impl)(size, shared)
+    runs = {impl: [] for impl in runners}
+    for _ in range(args.repeats):  # in turn, so a change in machine load hits all alike
+        for impl, r in runners.items():
+            wall, cpu = timed(r.run)
+            runs[impl].append((wall * size / r.trials, cpu))
+    for r in runners.values():
+        r.check()
+
     rows = []
-    for impl, runs, compile_s, extra in (
-            ("vtune", vt_runs, vt_compile, {}),
-            ("jax_sequential_scan", seq_runs, seq_compile, {"trials_timed": k})):
-        times = [wall for wall, _ in runs]
+    for impl in order:
+        row = {"impl": impl, "population": size, "steps": args.steps}
+        if impl in skip:
+            rows.append({**row, "skipped": skip[impl]})
+            continue
+        r, times = runners[impl], [wall for wall, _ in runs[impl]]
         median = statistics.median(times)
-        rows.append({"impl": impl, **common,
-                     "trial_steps_per_s": size * args.steps / median,
-                     "compile_s": compile_s, "median_s": median, "times_s": times,
-                     "cpu_per_wall": statistics.median(cpu for _, cpu in runs), **extra})
-    rows[0]["val_loss_abs_diff_vs_sequential"] = {
-        "median": float(np.median(loss_diff)), "max": float(np.max(loss_diff))}
+        row.update(repeats=args.repeats, trial_steps_per_s=size * args.steps / median,
+                   compile_s=r.compile_s, compile_what=r.compile_what, median_s=median,
+                   times_s=times, cpu_per_wall=statistics.median(c for _, c in runs[impl]),
+                   **r.extra)
+        if r.trials < size:
+            row["trials_timed"] = r.trials
+        rows.append(row)
+    if "vtune" in runners and "jax_sequential_scan" in runners:
+        seq = runners["jax_sequential_scan"].val_loss
+        diff = np.abs(runners["vtune"].val_loss[:len(seq)] - seq)
+        rows[0]["val_loss_abs_diff_vs_sequential"] = {
+            "median": float(np.median(diff)), "max": float(np.max(diff))}
     return rows
+
+
+def add_ratios(result: dict) -> None:
+    """FLOP/s fractions and vtune's speed-up in every row; the issue's targets."""
+    flops = result["train_flops_per_trial_step"]
+    rows = [r for r in result["rows"] if "skipped" not in r]
+    for r in rows:
+        r["achieved_gflops"] = flops * r["trial_steps_per_s"] / 1e9
+        r["fraction_of_matmul"] = r["achieved_gflops"] / result["matmul_gflops"]
+    vt = {r["population"]: r for r in rows if r["impl"] == "vtune"}
+    for r in rows:
+        if r["impl"] != "vtune" and r["population"] in vt:
+            r["vtune_speedup"] = vt[r["population"]]["trial_steps_per_s"] / r["trial_steps_per_s"]
+
+    at = {r["impl"]: r for r in result["rows"] if r["population"] == TARGET_POPULATION}
+    targets = {}
+    for impl, goal in TARGET_SPEEDUPS.items():
+        r = at.get(impl)
+        t = {"goal": f"vtune >= {goal}x {impl} at P={TARGET_POPULATION}"}
+        if r is None or "vtune" not in at or "skipped" in at["vtune"]:
+            t.update(met=None, note="not measured")
+        elif "skipped" in r:
+            t.update(met=None, note=r["skipped"])
+        else:
+            t.update(value=r["vtune_speedup"], met=r["vtune_speedup"] >= goal)
+        targets[f"speedup_vs_{impl}"] = t
+    t = {"goal": f"vtune >= {TARGET_FRACTION:.0%} of the large-matmul FLOP/s at "
+                 f"P={TARGET_POPULATION}"}
+    if "vtune" in at:
+        t.update(value=at["vtune"]["fraction_of_matmul"],
+                 met=at["vtune"]["fraction_of_matmul"] >= TARGET_FRACTION)
+    else:
+        t.update(met=None, note="not measured")
+    targets["fraction_of_matmul"] = t
+    result["targets"] = targets
 
 
 def print_table(result: dict) -> None:
     by = {(r["impl"], r["population"]): r for r in result["rows"]}
+    impls = [i for i in IMPLS if i in result["impls"]]
+    torch_mm = result.get("torch_matmul_gflops")
     print(f"\nbackend {result['backend']}, {result['machine']['processor']}, "
-          f"{result['machine']['cpu_count']} CPUs; matmul {result['matmul_gflops']:.0f} GFLOP/s; "
-          f"load average {result['load_average_start'][0]:.1f} at start, "
-          f"{result['load_average_end'][0]:.1f} at end")
-    header = (f"{'P':>5} {'vtune t-steps/s':>16} {'sequential t-steps/s':>21} {'ratio':>6} "
-              f"{'compile vtune/seq s':>20} {'cpu/wall vtune/seq':>19} {'vtune GFLOP/s':>14} "
-              f"{'% matmul':>9}")
+          f"{result['machine']['cpu_count']} CPUs, {result['cpu_devices']} JAX devices; "
+          f"matmul {result['matmul_gflops']:.0f} GFLOP/s (jax)"
+          + (f", {torch_mm:.0f} GFLOP/s (torch)" if torch_mm else "")
+          + f"; load average {result['load_average_start'][0]:.1f} at start, "
+            f"{result['load_average_end'][0]:.1f} at end")
+    print("\ntrial-steps/s (vtune's speed-up over each baseline)")
+    header = f"{'P':>5} " + " ".join(f"{i:>22}" for i in impls)
     print(header)
     print("-" * len(header))
     for p in result["populations"]:
-        v, s = by["vtune", p], by["jax_sequential_scan", p]
-        note = f"  (sequential: {s['trials_timed']} of {p} trials timed)" \
-            if s["trials_timed"] < p else ""
-        print(f"{p:>5} {v['trial_steps_per_s']:>16,.0f} {s['trial_steps_per_s']:>21,.0f} "
-              f"{v['trial_steps_per_s'] / s['trial_steps_per_s']:>6.2f} "
-              f"{v['compile_s']:>9.2f}/{s['compile_s']:<10.2f} "
-              f"{v['cpu_per_wall']:>9.2f}/{s['cpu_per_wall']:<9.2f} {v['achieved_gflops']:>14.1f} "
-              f"{100 * v['fraction_of_matmul']:>8.1f}%{note}")
+        cells = []
+        for impl in impls:
+            r = by[impl, p]
+            if "skipped" in r:
+                cells.append(f"{'skipped':>22}")
+            else:
+                ratio = f" ({r['vtune_speedup']:.2f}x)" if "vtune_speedup" in r else ""
+                cells.append(f"{r['trial_steps_per_s']:>13,.0f}{ratio:>9}")
+        print(f"{p:>5} " + " ".join(cells))
+    print("\ncompile or warm-up s / % of the jax large-matmul FLOP/s / CPU per wall second")
+    print(header)
+    print("-" * len(header))
+    for p in result["populations"]:
+        cells = []
+        for impl in impls:
+            r = by[impl, p]
+            cells.append(f"{'skipped':>22}" if "skipped" in r else
+                         f"{r['compile_s']:>8.2f} {100 * r['fraction_of_matmul']:>6.1f}% "
+                         f"{r['cpu_per_wall']:>5.2f}")
+        print(f"{p:>5} " + " ".join(cells))
+    print("\ntargets:")
+    for name, t in result["targets"].items():
+        value = f"{t['value']:.2f}" if "value" in t else t.get("note", "")
+        met = {True: "met", False: "NOT met", None: "—"}[t["met"]]
+        print(f"  {t['goal']}: {value} ({met})")
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--populations", type=int, nargs="+", default=[1, 16, 64, 256])
-    parser.add_argument("--steps", type=int, default=200, help="optimizer steps per generation")
+    parser.add_argument("--populations", type=int, nargs="+", default=[1, 16, 64, 256, 1024])
+    parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    parser.add_argument("--steps", type=int, default=100, help="optimizer steps per generation")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported")
     parser.add_argument("--max-sequential", type=int, default=16,
-                        help="time at most this many trials of the sequential baseline, scaled to P")
+                        help="time at most this many trials of a one-at-a-time baseline, "
+                             "scaled to P")
+    parser.add_argument("--cpu-devices", type=int, default=os.cpu_count() or 1,
+                        help="JAX CPU devices to split the cores into (default: one per core)")
+    parser.add_argument("--torch-threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--matmul-size", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="benchmarks/results/throughput-cpu.json")
+    parser.add_argument("--out", default=None,
+                        help="default: benchmarks/results/throughput-<backend>.json")
     args = parser.parse_args(argv)
+    if "jax_sequential_scan" in args.impls and "vtune" not in args.impls:
+        parser.error("jax_sequential_scan trains vtune's initial trials: add vtune to --impls")
+    devices = baselines.use_cpu_devices(args.cpu_devices)  # before anything starts JAX
 
-    task = vtune.tasks.mlp_classifier(hidden_sizes=HIDDEN_SIZES, dropout=False,
-                                      batch_size=BATCH_SIZE)
-    space = vtune.Space.coerce({"learning_rate": vtune.loguniform(1e-4, 1e-1)})
-    data = task.device_data()
-    seed_key = jax.random.key(args.seed)
-    horizon = np.int32(args.steps * (args.repeats + 1))  # a warm-up + the timed generations
-    flops_per_step = train_flops_per_step(task)
-
+    bench = Bench(args)
+    missing = baselines.torch_missing()
+    skip = {i: missing for i in TORCH_IMPLS if missing and i in args.impls}
     result = {**environment(),
               "command": shlex.join(["python", "benchmarks/throughput.py",
                                     *(sys.argv[1:] if argv is None else argv)]),
-              "task": task.name, "batch_size": task.batch_size, "optimizer": "adamw",
-              "space": space.to_json(), "populations": args.populations,
-              "train_flops_per_trial_step": flops_per_step}
+              "task": bench.task.name, "batch_size": bench.task.batch_size,
+              "optimizer": "adamw", "space": bench.space.to_json(),
+              "populations": args.populations, "impls": args.impls, "cpu_devices": devices,
+              "torch_threads": None if missing else args.torch_threads,
+              "train_flops_per_trial_step": train_flops_per_step(bench.task)}
     result["load_average_start"] = os.getloadavg()
-    result["matmul_gflops"], result["matmul_cpu_per_wall"] = matmul_gflops(max(args.repeats, 10))
-    program, table, _ = build(task, space, args.steps)  # as population_search builds it
+    repeats = max(args.repeats, 10)
+    result["matmul_gflops"], result["matmul_cpu_per_wall"] = matmul_gflops(repeats,
+                                                                           args.matmul_size)
+    result["torch_matmul_gflops"] = None if missing else baselines.torch_matmul_gflops(
+        repeats, args.matmul_size, args.torch_threads)
     rows = []
     for size in args.populations:
-        rows += bench_population(program, table, space, data, size, args, seed_key, horizon)
-        print(f"P={size}: " + ", ".join(f"{r['impl']} {r['trial_steps_per_s']:,.0f} trial-steps/s"
-                                        for r in rows[-2:]), flush=True)
-    for r in rows:
-        if r["impl"] == "vtune":
-            r["achieved_gflops"] = flops_per_step * r["trial_steps_per_s"] / 1e9
-            r["fraction_of_matmul"] = r["achieved_gflops"] / result["matmul_gflops"]
+        rows += bench_population(bench, size, args.impls, skip)
+        print(f"P={size}: " + ", ".join(
+            f"{r['impl']} {r['trial_steps_per_s']:,.0f}" for r in rows
+            if r["population"] == size and "skipped" not in r) + " trial-steps/s", flush=True)
     result["rows"] = rows
     result["load_average_end"] = os.getloadavg()
+    add_ratios(result)
 
     print_table(result)
-    write_result(args.out, result)
+    write_result(args.out or f"benchmarks/results/throughput-{result['backend']}.json", result)
     return result
 
 
