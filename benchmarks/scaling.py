@@ -41,8 +41,13 @@ def child(populations: list[int], steps: int, repeats: int) -> list[dict]:
     mesh = vtune.sharding.make_mesh()
     program, table, _ = build(task, space, steps, mesh)
     data = vtune.sharding.place(task.host_data(), vtune.sharding.replicated(mesh))
+    fits = vtune.memory.max_population(task, space, steps_per_generation=steps)
     rows = []
     for size in populations:
+        if size > fits * jax.device_count():
+            print(f"devices={jax.device_count()} P={size}: skipped, more than the "
+                  f"{fits} trials per device that fit", file=sys.stderr, flush=True)
+            continue
         hp = table.encode(table.complete(space.sample(size, 0), size))
         split = vtune.sharding.population(mesh)
         pop = program.init(np.uint32(0), *vtune.sharding.place(
@@ -70,7 +75,6 @@ def child(populations: list[int], steps: int, repeats: int) -> list[dict]:
         print(f"devices={jax.device_count()} P={size}: {rows[-1]['trial_steps_per_s']:,.0f} "
               f"trial-steps/s, {per_device / 2**20:.1f} MiB per device", file=sys.stderr,
               flush=True)
-    fits = vtune.memory.max_population(task, space, steps_per_generation=steps)
     for r in rows:
         r["max_population_one_device"] = int(fits)
     return rows
@@ -82,7 +86,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--populations", type=int, nargs="+", default=[16, 64, 256, 1024])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default="benchmarks/results/scaling-cpu.json")
+    parser.add_argument("--out", default=None,
+                        help="default: benchmarks/results/scaling-<backend>.json")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -90,6 +95,8 @@ def main(argv=None) -> dict:
         return {}
 
     from common import environment, write_result
+
+    out_path = args.out or f"benchmarks/results/scaling-{environment()['backend']}.json"
 
     rows = []
     for n in args.devices:
@@ -112,7 +119,7 @@ def main(argv=None) -> dict:
         print(f"{r['devices']:>7} {r['population']:>6} {r['trial_steps_per_s']:>14,.0f} "
               f"{r['program_bytes_per_device'] / 2**20:>11.1f} {r['bytes_per_trial'] / 2**10:>10.1f}"
               f" {r.get('speedup_vs_one_device', float('nan')):>11.2f}")
-    write_result(args.out, result)
+    write_result(out_path, result)
     return result
 
 
