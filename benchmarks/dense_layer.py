@@ -69,17 +69,20 @@ def mlp_loss(layer, first_layer, params, x, y):
     return optax.softmax_cross_entropy_with_integer_labels(h, y).mean(axis=1).sum()
 
 
+def trial_loss(params, x, y):
+    """One trial's mean cross-entropy, written for one trial as a user would."""
+    h = x
+    for j, (w, b) in enumerate(params):
+        h = h @ w + b
+        if j < len(params) - 1:
+            h = jax.nn.relu(h)
+    return optax.softmax_cross_entropy_with_integer_labels(h, y).mean()
+
+
 def vmap_loss(params, x, y):
     """One trial's code, vmapped: what vtune's programs compute."""
-    def one(params, x, y):
-        h = x
-        for j, (w, b) in enumerate(params):
-            h = h @ w + b
-            if j < len(params) - 1:
-                h = jax.nn.relu(h)
-        return optax.softmax_cross_entropy_with_integer_labels(h, y).mean()
     x_axis = 0 if x.ndim == 3 else None
-    return jax.vmap(one, (0, x_axis, 0))(params, x, y).sum()
+    return jax.vmap(trial_loss, (0, x_axis, 0))(params, x, y).sum()
 
 
 def layer_losses(size: int, max_unrolled: int) -> dict:
@@ -106,17 +109,7 @@ def train_steps(shared: bool, inner: int):
     def one_step(params, opt_state, lr, x_all, y_all, key, trial):
         data_key = key if shared else jax.random.fold_in(key, trial)
         idx = jax.random.randint(data_key, (BATCH,), 0, x_all.shape[0])
-        x, y = x_all[idx], y_all[idx]
-
-        def loss(p):
-            h = x
-            for j, (w, b) in enumerate(p):
-                h = h @ w + b
-                if j < len(p) - 1:
-                    h = jax.nn.relu(h)
-            return optax.softmax_cross_entropy_with_integer_labels(h, y).mean()
-
-        grads = jax.grad(loss)(params)
+        grads = jax.grad(trial_loss)(params, x_all[idx], y_all[idx])
         opt_state.hyperparams["learning_rate"] = lr
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state

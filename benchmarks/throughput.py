@@ -313,6 +313,17 @@ def add_ratios(result: dict) -> None:
     result["targets"] = targets
 
 
+def print_grid(result: dict, by: dict, impls, title: str, cell: Callable[[dict], str]) -> None:
+    """One row per population size, one ``cell(row)`` per implementation."""
+    print(f"\n{title}")
+    header = f"{'P':>5} " + " ".join(f"{i:>22}" for i in impls)
+    print(header)
+    print("-" * len(header))
+    for p in result["populations"]:
+        print(f"{p:>5} " + " ".join(f"{'skipped':>22}" if "skipped" in by[impl, p]
+                                    else cell(by[impl, p]) for impl in impls))
+
+
 def print_table(result: dict) -> None:
     by = {(r["impl"], r["population"]): r for r in result["rows"]}
     impls = [i for i in IMPLS if i in result["impls"]]
@@ -323,31 +334,16 @@ def print_table(result: dict) -> None:
           + (f", {torch_mm:.0f} GFLOP/s (torch)" if torch_mm else "")
           + f"; load average {result['load_average_start'][0]:.1f} at start, "
             f"{result['load_average_end'][0]:.1f} at end")
-    print("\ntrial-steps/s (vtune's speed-up over each baseline)")
-    header = f"{'P':>5} " + " ".join(f"{i:>22}" for i in impls)
-    print(header)
-    print("-" * len(header))
-    for p in result["populations"]:
-        cells = []
-        for impl in impls:
-            r = by[impl, p]
-            if "skipped" in r:
-                cells.append(f"{'skipped':>22}")
-            else:
-                ratio = f" ({r['vtune_speedup']:.2f}x)" if "vtune_speedup" in r else ""
-                cells.append(f"{r['trial_steps_per_s']:>13,.0f}{ratio:>9}")
-        print(f"{p:>5} " + " ".join(cells))
-    print("\ncompile or warm-up s / % of the jax large-matmul FLOP/s / CPU per wall second")
-    print(header)
-    print("-" * len(header))
-    for p in result["populations"]:
-        cells = []
-        for impl in impls:
-            r = by[impl, p]
-            cells.append(f"{'skipped':>22}" if "skipped" in r else
-                         f"{r['compile_s']:>8.2f} {100 * r['fraction_of_matmul']:>6.1f}% "
+
+    def cell(r):
+        ratio = f" ({r['vtune_speedup']:.2f}x)" if "vtune_speedup" in r else ""
+        return f"{r['trial_steps_per_s']:>13,.0f}{ratio:>9}"
+
+    print_grid(result, by, impls, "trial-steps/s (vtune's speed-up over each baseline)", cell)
+    print_grid(result, by, impls,
+               "compile or warm-up s / % of the jax large-matmul FLOP/s / CPU per wall second",
+               lambda r: f"{r['compile_s']:>8.2f} {100 * r['fraction_of_matmul']:>6.1f}% "
                          f"{r['cpu_per_wall']:>5.2f}")
-        print(f"{p:>5} " + " ".join(cells))
     print("\ntargets:")
     for name, t in result["targets"].items():
         value = f"{t['value']:.2f}" if "value" in t else t.get("note", "")
