@@ -100,23 +100,6 @@ def torch_missing() -> str | None:
     return "torch not installed" if importlib.util.find_spec("torch") is None else None
 
 
-def use_cpu_devices(n: int | None = None) -> int:
-    """Splits the CPU into ``n`` JAX devices (None: one per core), if still possible.
-
-    XLA:CPU keeps about one core busy per device, so vtune's sharded population runs
-    1.5-1.8x faster with one device per core (benchmarks/results/scaling-cpu.json), as the
-    ``vtune`` command does (:func:`vtune.cli.cpu_devices`). Only takes effect before JAX's
-    backend starts and when ``JAX_NUM_CPU_DEVICES`` is unset (which then wins). Returns the
-    number of JAX devices in use.
-    """
-    from jax._src import xla_bridge
-
-    n = (os.cpu_count() or 1) if n is None else n
-    if "JAX_NUM_CPU_DEVICES" not in os.environ and not xla_bridge.backends_are_initialized():
-        jax.config.update("jax_num_cpu_devices", n)
-    return jax.device_count()
-
-
 class _Loop:
     """One trial at a time in a Python loop of steps; subclasses say how to step.
 

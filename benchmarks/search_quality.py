@@ -342,7 +342,7 @@ def main(argv=None) -> dict:
     if args.cpu_devices is None:  # before anything starts JAX's backend
         vtune.cli.cpu_devices(args.population)
     else:
-        baselines.use_cpu_devices(args.cpu_devices)
+        vtune.cli.split_cpu(args.cpu_devices)
     devices = jax.device_count()
 
     runs = []

@@ -63,6 +63,7 @@ import numpy as np
 
 import baselines
 import vtune
+import vtune.cli
 from common import environment, matmul_gflops, timed, write_result
 from vtune import sharding
 from vtune.search import build
@@ -370,7 +371,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if "jax_sequential_scan" in args.impls and "vtune" not in args.impls:
         parser.error("jax_sequential_scan trains vtune's initial trials: add vtune to --impls")
-    devices = baselines.use_cpu_devices(args.cpu_devices)  # before anything starts JAX
+    vtune.cli.split_cpu(args.cpu_devices)  # before anything starts JAX's backend
+    devices = jax.device_count()
 
     bench = Bench(args)
     missing = baselines.torch_missing()

@@ -270,23 +270,30 @@ def _thresholds(table):
 
 # --- commands ---------------------------------------------------------------------------
 
-def cpu_devices(population_size: int) -> int:
-    """Splits the CPU into one JAX device per core, as far as the population divides.
+def split_cpu(n: int) -> int:
+    """Splits the CPU into ``n`` JAX devices, if JAX's backend has not started yet.
 
-    XLA:CPU keeps about one core busy per device; two devices on a 2-core
-    machine train the digits population 1.5-1.8x faster
-    (benchmarks/results/scaling-cpu.json). Only possible before JAX's backend
-    starts; returns the number of devices used (1 if it had started, or if
-    ``JAX_NUM_CPU_DEVICES`` is set, which then wins).
+    Returns the number of CPU devices JAX will use: ``n``, or 1 if the backend
+    had started or ``JAX_NUM_CPU_DEVICES`` is set (which then wins).
     """
     import jax
     from jax._src import xla_bridge
 
     if "JAX_NUM_CPU_DEVICES" in os.environ or xla_bridge.backends_are_initialized():
         return 1
-    n = max(d for d in range(1, (os.cpu_count() or 1) + 1) if population_size % d == 0)
     jax.config.update("jax_num_cpu_devices", n)
     return n
+
+
+def cpu_devices(population_size: int) -> int:
+    """Splits the CPU into one JAX device per core, as far as the population divides.
+
+    XLA:CPU keeps about one core busy per device; two devices on a 2-core
+    machine train the digits population 1.5-1.8x faster
+    (benchmarks/results/scaling-cpu.json). See :func:`split_cpu`.
+    """
+    return split_cpu(max(d for d in range(1, (os.cpu_count() or 1) + 1)
+                         if population_size % d == 0))
 
 
 def _default_search(args) -> int:
