@@ -34,12 +34,12 @@ def child(populations: list[int], steps: int, repeats: int) -> list[dict]:
     import numpy as np
 
     import vtune
-    from vtune.search import build
+    from vtune.program import build
 
     task = vtune.tasks.mlp_classifier(hidden_sizes=(128, 128), dropout=False)
     space = vtune.Space({"learning_rate": vtune.loguniform(1e-4, 1e-1)})
     mesh = vtune.sharding.make_mesh()
-    program, table, _ = build(task, space, steps, mesh)
+    program, table, *_ = build(task, space, steps, mesh)
     data = vtune.sharding.place(task.host_data(), vtune.sharding.replicated(mesh))
     fits = vtune.memory.max_population(task, space, steps_per_generation=steps)
     rows = []

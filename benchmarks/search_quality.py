@@ -340,9 +340,9 @@ def main(argv=None) -> dict:
                         help="default: benchmarks/results/search-quality-<backend>.json")
     args = parser.parse_args(argv)
     if args.cpu_devices is None:  # before anything starts JAX's backend
-        vtune.cli.cpu_devices(args.population)
+        vtune.population.devices.cpu_devices(args.population)
     else:
-        vtune.cli.split_cpu(args.cpu_devices)
+        vtune.population.devices.split_cpu(args.cpu_devices)
     devices = jax.device_count()
 
     runs = []

@@ -65,8 +65,8 @@ import baselines
 import vtune
 import vtune.cli
 from common import environment, matmul_gflops, timed, write_result
-from vtune import sharding
-from vtune.search import build
+from vtune.population import sharding
+from vtune.program import build
 
 IMPLS = ("vtune", "jax_sequential_scan", "jax_python_loop", "torch_loop", "torch_func_vmap")
 TORCH_IMPLS = ("torch_loop", "torch_func_vmap")
@@ -133,7 +133,7 @@ class Bench:
         key = len(devices)
         if key not in self._programs:
             mesh = sharding.make_mesh(devices)
-            program, table, _ = build(self.task, self.space, self.args.steps, mesh)
+            program, table, *_ = build(self.task, self.space, self.args.steps, mesh)
             data = sharding.place(self.task.host_data(), sharding.replicated(mesh))
             self._programs[key] = program, table, data
         return self._programs[key]
@@ -371,7 +371,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if "jax_sequential_scan" in args.impls and "vtune" not in args.impls:
         parser.error("jax_sequential_scan trains vtune's initial trials: add vtune to --impls")
-    vtune.cli.split_cpu(args.cpu_devices)  # before anything starts JAX's backend
+    vtune.population.devices.split_cpu(args.cpu_devices)  # before anything starts JAX's backend
     devices = jax.device_count()
 
     bench = Bench(args)

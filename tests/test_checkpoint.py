@@ -181,7 +181,7 @@ def test_non_empty_foreign_directory_needs_overwrite(tiny_task, tmp_path):
 
 
 def test_host_state_encoding_round_trips_exactly():
-    from vtune.checkpoint import decode, encode
+    from vtune.report.codec import decode, encode
     from vtune.strategies.base import SequenceState
 
     state = SequenceState(space=vtune.Space(SPACE), size=4, seed=3, drawn=7)

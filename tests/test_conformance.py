@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import vtune
-from vtune.search import build
+from vtune.program import build
 from vtune.strategies import REGISTRY
 
 NAMES = sorted(REGISTRY)

@@ -4,13 +4,13 @@ import jax
 import numpy as np
 
 import vtune
-from vtune.search import build
+from vtune.program import build
 
 SPACE = vtune.Space({"learning_rate": vtune.loguniform(1e-4, 1e4)})
 
 
 def train(task, lrs, generations=2):
-    program, table, _ = build(task, SPACE, steps=10)
+    program, table, *_ = build(task, SPACE, steps=10)
     hp = table.encode(table.complete({"learning_rate": np.asarray(lrs)}, len(lrs)))
     ids = np.arange(len(lrs), dtype=np.int32)
     pop = program.init(np.uint32(0), ids, hp)

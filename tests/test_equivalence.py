@@ -6,7 +6,7 @@ import pytest
 
 import vtune
 from vtune.population import take
-from vtune.search import build
+from vtune.program import build
 
 # Eight distinct trials: learning rates, dropout, init schemes, schedules, clipping, l2.
 CONFIGS = {
@@ -31,7 +31,7 @@ SPACE = vtune.Space({
 
 def population_vs_alone(data, steps):
     task = vtune.tasks.mlp_classifier(data, hidden_sizes=(16,), batch_size=32)
-    program, table, _ = build(task, SPACE, steps)
+    program, table, *_ = build(task, SPACE, steps)
     hp = table.encode(table.complete(CONFIGS, 8))
     key, ids, dataset = jax.random.key(7), np.arange(8, dtype=np.int32) * 3, task.device_data()
     horizon = np.int32(4 * steps)
@@ -79,7 +79,7 @@ def test_float32_population_matches_alone_over_5_steps(tiny_data):
 
 
 def test_a_trial_computes_the_same_in_any_slot_and_population_size(tiny_task):
-    program, table, _ = build(tiny_task, SPACE, 5)
+    program, table, *_ = build(tiny_task, SPACE, 5)
     hp8 = table.encode(table.complete(CONFIGS, 8))
     data = tiny_task.device_data()
 

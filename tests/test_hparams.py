@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import vtune
-from vtune import hparams
+from vtune.trial import hparams
 
 
 def sched(name, **kw):

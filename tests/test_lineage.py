@@ -3,7 +3,8 @@
 import pytest
 
 import vtune
-from vtune.lineage import hparam_names, lineage
+from vtune.report.lineage import lineage
+from vtune.report.schema import hparam_names
 
 
 def row(g, slot, tid, parent, lr, loss, step=None):

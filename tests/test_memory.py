@@ -6,7 +6,7 @@ import pytest
 
 import vtune
 from vtune import memory
-from vtune.search import build
+from vtune.program import build
 
 SPACE = {"learning_rate": vtune.loguniform(1e-3, 1e-1), "dropout": vtune.uniform(0.0, 0.5)}
 
@@ -28,7 +28,7 @@ def test_chunked_training_computes_what_vmapped_training_computes(tiny_task):
     hp_host = space.sample(8, 0)
     outs = []
     for chunk in (None, 3):
-        program, table, _ = build(tiny_task, space, 4, chunk_size=chunk)
+        program, table, *_ = build(tiny_task, space, 4, chunk_size=chunk)
         hp = table.encode(table.complete(hp_host, 8))
         pop = program.init(np.uint32(0), np.arange(8, dtype=np.int32), hp)
         pop, metrics = program.train(pop, tiny_task.device_data(), np.uint32(0), np.int32(8))
@@ -42,7 +42,7 @@ def test_search_chooses_chunks_when_the_population_does_not_fit(tiny_task, monke
                         memory.program_bytes(tiny_task, SPACE, 3, steps_per_generation=5))
     result = vtune.population_search(tiny_task, SPACE, population_size=8, generations=2,
                                      steps_per_generation=5, chunk_size="auto", verbose=False)
-    from vtune import program as program_lib
-    chunks = {p.chunk_size for k, p in program_lib._CACHE.items() if k[1] == 5 and k[3]}
+    chunks = {p.chunk_size for p in vtune.program.cached_programs()
+              if p.steps == 5 and p.chunk_size}
     assert chunks == {3}
     assert len(result.history) == 16

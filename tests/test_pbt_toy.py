@@ -15,7 +15,7 @@ import optax
 import pytest
 
 import vtune
-from vtune.lineage import lineage
+from vtune.report.lineage import lineage
 
 GENERATIONS, STEPS = 20, 4  # a budget of 80 gradient steps per member
 SPACE = {"h0": vtune.uniform(0.0, 1.0), "h1": vtune.uniform(0.0, 1.0)}

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 import vtune
-from vtune.results import SearchResult, is_log_scale
+from vtune.report.plots import is_log_scale
+from vtune.report.result import SearchResult
 
 pytest.importorskip("matplotlib")
-from vtune import plots  # noqa: E402
+from vtune.report import plots  # noqa: E402
 
 SPACE = vtune.Space({"learning_rate": vtune.loguniform(1e-4, 1.0),
                      "dropout": vtune.uniform(0.0, 0.6),

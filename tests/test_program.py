@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import vtune
-from vtune.search import build
+from vtune.program import build
 
 
 @pytest.fixture(scope="module")
@@ -17,12 +17,12 @@ def indexed():
     data = vtune.datasets.Dataset(x, np.arange(n, dtype=np.int32) % 2, x[:10],
                                   np.arange(10, dtype=np.int32) % 2)
     task = vtune.tasks.mlp_classifier(data, hidden_sizes=(4,), batch_size=10)
-    program, _, _ = build(task, vtune.Space({"train_fraction": vtune.uniform(0.1, 1.0)}), 1)
+    program, *_ = build(task, vtune.Space({"train_fraction": vtune.uniform(0.1, 1.0)}), 1)
     return program, task.device_data()
 
 
 def rows(program, data, steps, fraction, key=0):
-    out = [program._batch(data, jax.random.key(key), jnp.int32(s), jnp.float32(fraction))[0]
+    out = [program.minibatch(data, jax.random.key(key), jnp.int32(s), jnp.float32(fraction))[0]
            for s in steps]
     return np.concatenate(out)[:, 0].astype(int)
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import vtune
-from vtune.results import ORIGINS, STATUSES, SearchResult, Trial
+from vtune.report.result import SearchResult, Trial
+from vtune.report.schema import ORIGINS, STATUSES
 
 NAN, INF = math.nan, math.inf
 BATCH = 8
@@ -186,7 +187,7 @@ def test_lineage_follows_the_clone_to_its_parent():
 
 def test_importing_vtune_and_reading_results_needs_neither_matplotlib_nor_pandas():
     code = ("import sys, vtune\n"
-            "from vtune.results import SearchResult\n"
+            "from vtune.report.result import SearchResult\n"
             "r = SearchResult(None, [{'generation': 0, 'slot': 0, 'trial_id': 0, 'parent_id': -1,"
             " 'step': 1, 'status': 'alive', 'lr': 0.1, 'val_loss': 1.0}], 'val_loss', 'min')\n"
             "r.table(); r.diagnose().text(); r.to_json()\n"
@@ -224,7 +225,7 @@ def test_a_real_search_fills_every_column(tiny_task):
     assert len(r.diagnose()) == df["trial_id"].nunique()
 
 
-@pytest.mark.parametrize("module", ["vtune.results", "vtune.diagnose"])
+@pytest.mark.parametrize("module", ["vtune.report.result", "vtune.report.diagnose"])
 def test_docstring_examples_run(module):
     import doctest
     import importlib

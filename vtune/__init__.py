@@ -1,5 +1,10 @@
 """vtune: tune small models by training whole populations in one compiled program.
 
+The package is layered in the order data moves through a search (see
+``tests/test_layering.py``): ``space`` -> ``trial`` -> ``population`` ->
+``program`` -> ``strategies`` -> ``report`` -> ``checkpoint`` -> ``search`` ->
+``cli``. This module is the public face only.
+
 Example:
     >>> import vtune
     >>> task = vtune.tasks.mlp_classifier()           # an MLP on the bundled digits
@@ -11,19 +16,22 @@ Example:
     True
 """
 
-from vtune import datasets, memory, nn, sharding, strategies, tasks
+from vtune import datasets, kernels, nn, population, program, strategies, tasks
 from vtune.checkpoint import load
-from vtune.hparams import sgdw
-from vtune.results import SearchResult, Trial
+from vtune.population import sharding
+from vtune.program import memory
+from vtune.report import diagnose
+from vtune.report.result import SearchResult, Trial
 from vtune.search import population_search
 from vtune.space import (Choice, Fixed, IntUniform, LogUniform, Space, Uniform, choice, fixed,
                          intuniform, loguniform, uniform)
-from vtune.task import Task, from_nnx
-
-__version__ = "0.1.0"
+from vtune.trial.hparams import sgdw
+from vtune.trial.task import Task, from_nnx
+from vtune.version import __version__
 
 __all__ = [
     "Choice", "Fixed", "IntUniform", "LogUniform", "SearchResult", "Space", "Task", "Trial",
-    "Uniform", "choice", "datasets", "fixed", "from_nnx", "intuniform", "load", "loguniform", "memory", "nn", "sharding",
-    "population_search", "sgdw", "strategies", "tasks", "uniform",
+    "Uniform", "__version__", "choice", "datasets", "diagnose", "fixed", "from_nnx", "kernels",
+    "intuniform", "load", "loguniform", "memory", "nn", "population", "population_search",
+    "program", "sgdw", "sharding", "strategies", "tasks", "uniform",
 ]

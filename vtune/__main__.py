@@ -1,5 +1,8 @@
+"""``python -m vtune``: the same as the ``vtune`` command."""
+
 import sys
 
 from vtune.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

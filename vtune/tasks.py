@@ -9,8 +9,8 @@ import optax
 from flax import nnx
 
 from vtune import datasets, nn
-from vtune.hparams import float_dtype
-from vtune.task import Task, from_nnx
+from vtune.trial.hparams import float_dtype
+from vtune.trial.task import Task, from_nnx
 
 
 class MLP(nnx.Module):

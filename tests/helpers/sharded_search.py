@@ -43,7 +43,7 @@ space = {"learning_rate": vtune.loguniform(1e-3, 1e-1), "dropout": vtune.uniform
 result = vtune.population_search(task, space, population_size=8, generations=3,
                                  steps_per_generation=10, seed=3, checkpoint_dir=ckpt,
                                  verbose=False)
-(program,) = program_lib._CACHE.values()
+(program,) = program_lib.cached_programs()
 hp = {k: np.repeat(np.asarray(v)[None], 8) for k, v in result.best.encoded_hparams.items()}
 pop = program.init(np.uint32(0), *vtune.sharding.place((np.arange(8, dtype=np.int32), hp),
                                                        vtune.sharding.population(program.mesh)))

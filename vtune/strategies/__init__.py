@@ -1,6 +1,8 @@
 """Population strategies: the outer loop that prunes and refills slots.
 
-Each strategy lives in its own module; :data:`REGISTRY` maps names to
+Each strategy family lives in its own private module and is reached from here
+(``vtune.strategies.pbt`` is the factory, ``vtune.strategies.PBTState`` its
+state); :data:`REGISTRY` maps names to
 factories (called without arguments for the defaults), so
 ``population_search(strategy="pbt")`` and the conformance tests find them
 all. Pass a configured object for other settings:
@@ -15,13 +17,15 @@ Example:
 
 from __future__ import annotations
 
-from vtune.strategies.base import Decisions, Strategy, rank
-from vtune.strategies.coarse_to_fine import coarse_to_fine
-from vtune.strategies.grid import grid, grid_counts
-from vtune.strategies.pbt import explore, pbt
-from vtune.strategies.random_search import quasi_random, random_search
-from vtune.strategies.successive_halving import bohb, hyperband, successive_halving
-from vtune.strategies.truncation import truncation
+from vtune.strategies import base, tpe
+from vtune.strategies._coarse_to_fine import CoarseToFineState, coarse_to_fine
+from vtune.strategies._grid import grid, grid_counts
+from vtune.strategies._pbt import PBTState, explore, pbt
+from vtune.strategies._random_search import quasi_random, random_search
+from vtune.strategies._successive_halving import (HalvingState, bohb, hyperband,
+                                                  successive_halving)
+from vtune.strategies._truncation import truncation
+from vtune.strategies.base import Decisions, SequenceState, Strategy, rank
 
 #: Every built-in strategy, by name: a factory taking only keyword settings.
 REGISTRY = {
@@ -53,6 +57,7 @@ def get(strategy: str | Strategy | None) -> Strategy:
                      "or a vtune.strategies.Strategy")
 
 
-__all__ = ["Decisions", "Strategy", "REGISTRY", "DEFAULT", "bohb", "coarse_to_fine", "explore",
-           "get", "grid", "grid_counts", "hyperband", "pbt", "quasi_random", "random_search",
-           "rank", "successive_halving", "truncation"]
+__all__ = ["CoarseToFineState", "DEFAULT", "Decisions", "HalvingState", "PBTState", "REGISTRY",
+           "SequenceState", "Strategy", "base", "bohb", "coarse_to_fine", "explore", "get", "grid",
+           "grid_counts", "hyperband", "pbt", "quasi_random", "random_search", "rank",
+           "successive_halving", "tpe", "truncation"]

@@ -22,10 +22,14 @@ Randomness is derived statelessly from ``(seed, generation, salt)`` with
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+import functools
+import inspect
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
+from vtune.checks import integer
 from vtune.space import Choice, Space
 
 
@@ -47,13 +51,82 @@ class Decisions(NamedTuple):
     configs: dict[str, np.ndarray]
 
 
-class Strategy(NamedTuple):
-    """A population strategy: ``init``, ``ask`` and ``tell`` (see module docstring)."""
+    def check(self, size: int, where: str = "strategy") -> "Decisions":
+        """These decisions as typed arrays, after checking them for ``size`` slots.
 
-    init: Callable[..., Any]
-    ask: Callable[[Any], tuple[Any, dict]]
-    tell: Callable[[Any, np.ndarray, dict], tuple[Any, Decisions]]
+        Raises:
+          RuntimeError: naming the check that failed (a strategy bug, never bad
+            user input).
+        """
+        parent = np.asarray(self.parent)
+        fresh = np.asarray(self.fresh)
+        if parent.shape != (size,) or fresh.shape != (size,):
+            raise RuntimeError(f"{where}: decisions must have one entry per slot ({size}); got "
+                               f"parent {parent.shape}, fresh {fresh.shape}")
+        if parent.dtype.kind not in "iu" or fresh.dtype != np.bool_:
+            raise RuntimeError(f"{where}: parent must be ints and fresh bools, got "
+                               f"{parent.dtype} and {fresh.dtype}")
+        if np.any(parent < 0) or np.any(parent >= size):
+            raise RuntimeError(f"{where}: parent slots must lie in [0, {size}), got "
+                               f"{parent[(parent < 0) | (parent >= size)].tolist()}")
+        if not isinstance(self.configs, dict):
+            raise RuntimeError(f"{where}: configs must be a dict name -> [P] array")
+        short = {k: np.shape(v) for k, v in self.configs.items() if np.shape(v) != (size,)}
+        if short:
+            raise RuntimeError(f"{where}: every config must hold one value per slot ({size}), "
+                               f"got shapes {short}")
+        return Decisions(parent.astype(np.int32), fresh, self.configs)
+
+
+#: ``init(seed, space, population_size) -> state``.
+Init = Callable[[int, Space, int], Any]
+#: ``ask(state) -> (state, configs)``.
+Ask = Callable[[Any], "tuple[Any, dict[str, np.ndarray]]"]
+#: ``tell(state, scores, configs) -> (state, Decisions)``.
+Tell = Callable[[Any, np.ndarray, "dict[str, np.ndarray]"], "tuple[Any, Decisions]"]
+
+
+class Strategy(NamedTuple):
+    """A population strategy: ``init``, ``ask`` and ``tell`` (see module docstring).
+
+    Attributes:
+      init, ask, tell: the three pure functions.
+      name: the registry name (or a user's own).
+      settings: the keyword settings it was made with (JSON values); they are
+        part of a checkpoint's identity, so resuming under other settings is
+        refused.
+    """
+
+    init: Init
+    ask: Ask
+    tell: Tell
     name: str
+    settings: Mapping[str, Any] = MappingProxyType({})
+
+
+def factory(fn: Callable[..., Strategy]) -> Callable[..., Strategy]:
+    """Decorates a strategy factory so the Strategy it returns records its settings.
+
+    The settings are the factory's arguments with their defaults filled in, so
+    ``pbt()`` and ``pbt(quantile=0.25)`` are the same strategy.
+    """
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def make(*args, **kwargs) -> Strategy:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        settings = {}
+        for k, v in bound.arguments.items():
+            if signature.parameters[k].kind is inspect.Parameter.VAR_KEYWORD:
+                settings.update(v)
+            else:
+                settings[k] = v
+        strategy = fn(*args, **kwargs)
+        # A factory built on another (hyperband on successive_halving) keeps every setting.
+        return strategy._replace(settings=MappingProxyType({**strategy.settings, **settings}))
+
+    return make
 
 
 def finite_scores(scores) -> np.ndarray:
@@ -150,9 +223,10 @@ def check_fraction(where: str, name: str, value) -> float:
 
 def check_int(where: str, name: str, value, minimum: int) -> int:
     """``value`` as an int >= ``minimum``, or a ValueError naming the setting."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{where}: {name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
+    try:
+        return integer(f"{where}: {name}", value, minimum)
+    except TypeError as e:  # a strategy setting is one value: always a ValueError
+        raise ValueError(str(e)) from None
 
 
 def check_method(where: str, method) -> str:
@@ -186,3 +260,14 @@ def draw(state, n: int, method: str):
     """
     configs = state.space.sample(max(n, 1), state.seed, method=method, skip=state.drawn)
     return dataclasses.replace(state, drawn=state.drawn + n), configs
+
+
+def refill_diverged(state, scores, configs, method):
+    """Keeps every slot but the diverged ones, which start the next points."""
+    parent, fresh = keep_all(state.size)
+    dead = np.flatnonzero(np.isnan(finite_scores(scores)))
+    fresh[dead] = True
+    if not len(dead):
+        return state, Decisions(parent, fresh, replace_rows(configs, dead, {}))
+    state, new = draw(state, len(dead), method)
+    return state, Decisions(parent, fresh, replace_rows(configs, dead, new))

@@ -1,0 +1,170 @@
+"""Nothing lost: a valid checkpoint is never touched by a call that is another search,
+and every bad argument is refused before anything is written or compiled."""
+
+import functools
+import hashlib
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import optax
+import pytest
+from flax import nnx
+
+import vtune
+
+SPACE = {"learning_rate": vtune.loguniform(1e-3, 1e-1)}
+ARGS = dict(population_size=4, generations=2, steps_per_generation=3, verbose=False)
+
+
+def tree_digest(directory: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(directory.rglob("*")):
+        h.update(str(p.relative_to(directory)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def net_task(data, width, optimizer=optax.adamw):
+    """The same model class and task name at another width: what a user edits in place."""
+
+    class Net(nnx.Module):
+        def __init__(self, hp, rngs):
+            self.fc1 = nnx.Linear(16, width, rngs=rngs)
+            self.fc2 = nnx.Linear(width, 4, rngs=rngs)
+
+        def __call__(self, x):
+            return self.fc2(nnx.relu(self.fc1(x)))
+
+    return vtune.from_nnx(Net, data, batch_size=32, optimizer=optimizer, name="net")
+
+
+@pytest.fixture(scope="module")
+def saved(tiny_data, tmp_path_factory):
+    d = tmp_path_factory.mktemp("saved")
+    vtune.population_search(net_task(tiny_data, 8), SPACE, checkpoint_dir=d, **ARGS)
+    return d
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda data: net_task(data, 12), "params"),
+    (lambda data: net_task(data, 8, functools.partial(optax.adamw, b1=0.8)), "optimizer"),
+])
+def test_another_task_under_the_same_name_is_refused_untouched(tiny_data, saved, change, named):
+    before = tree_digest(saved)
+    with pytest.raises(ValueError, match=f"belongs to another search; .*{named}: checkpoint has"):
+        vtune.population_search(change(tiny_data), SPACE, checkpoint_dir=saved, **ARGS)
+    assert tree_digest(saved) == before
+    assert not [p for p in saved.iterdir() if "unreadable" in p.name]
+
+
+def test_overwrite_takes_only_a_real_bool(tiny_data, saved):
+    before = tree_digest(saved)
+    for flag in ("False", "no", 0, None):
+        with pytest.raises(TypeError, match="overwrite must be True or False"):
+            vtune.population_search(net_task(tiny_data, 8), SPACE, checkpoint_dir=saved,
+                                    overwrite=flag, **ARGS)
+    assert tree_digest(saved) == before
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(checkpoint_dir=""), ValueError, "checkpoint_dir is an empty string"),
+    (dict(checkpoint_dir=3), TypeError, "checkpoint_dir must be a path"),
+    (dict(seed=2 ** 32), ValueError, r"seed must be an int in \[0, 2\*\*32\)"),
+    (dict(seed=-1), ValueError, "seed must be an int"),
+    (dict(steps_per_generation=2 ** 20, generations=2 ** 12), ValueError, "int32 step counter"),
+    (dict(devices="cpu"), TypeError, "devices must be a sequence of jax.Device"),
+    (dict(devices=["cpu:0"]), TypeError, "devices must be jax.Device objects"),
+    (dict(verbose="yes"), TypeError, "verbose must be True or False"),
+])
+def test_bad_arguments_are_refused_before_anything_is_written(tiny_task, tmp_path, compiles,
+                                                              kwargs, error, message):
+    args = {**ARGS, "checkpoint_dir": tmp_path / "ckpt", **kwargs}
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # an empty checkpoint_dir must not write here either
+    try:
+        with pytest.raises(error, match=message):
+            vtune.population_search(tiny_task, SPACE, **args)
+    finally:
+        os.chdir(cwd)
+    assert list(tmp_path.iterdir()) == []
+    assert sum(compiles.values()) == 0
+
+
+def test_one_device_and_duplicates_are_clear_errors(tiny_task, compiles):
+    device = jax.devices()[0]
+    with pytest.raises(TypeError, match=r"got one device .*; pass \["):
+        vtune.population_search(tiny_task, SPACE, devices=device, **ARGS)
+    with pytest.raises(ValueError, match="devices lists a device more than once"):
+        vtune.population_search(tiny_task, SPACE, devices=[device, device], **ARGS)
+    assert sum(compiles.values()) == 0
+
+
+def test_checkpoint_dir_that_is_a_file_or_under_one(tiny_task, tmp_path):
+    f = tmp_path / "a-file"
+    f.write_text("keep me")
+    with pytest.raises(ValueError, match="is a file, not a directory"):
+        vtune.population_search(tiny_task, SPACE, checkpoint_dir=f, **ARGS)
+    with pytest.raises(ValueError, match="lies under the file"):
+        vtune.population_search(tiny_task, SPACE, checkpoint_dir=f / "sub", **ARGS)
+    assert f.read_text() == "keep me"
+
+
+def test_a_truncated_spec_is_a_clear_error_everywhere(tiny_task, tmp_path, capsys):
+    d = tmp_path / "ckpt"
+    d.mkdir()
+    (d / "vtune_spec.json").write_text('{"space": {"learning_rate": ')
+    with pytest.raises(ValueError, match="vtune_spec.json' is unreadable"):
+        vtune.population_search(tiny_task, SPACE, checkpoint_dir=d, **ARGS)
+    with pytest.raises(ValueError, match="is unreadable"):
+        vtune.load(d)
+    assert vtune.cli.main(["report", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vtune: error:") and "unreadable" in err and len(err.splitlines()) == 1
+
+
+def test_from_nnx_refuses_a_module_instance(tiny_data):
+    class Net(nnx.Module):
+        def __init__(self, hp, rngs):
+            self.fc = nnx.Linear(16, 4, rngs=rngs)
+
+        def __call__(self, x):
+            return self.fc(x)
+
+    with pytest.raises(TypeError, match="from_nnx: model must be the module class"):
+        vtune.from_nnx(Net({}, nnx.Rngs(0)), tiny_data)
+
+
+CHILD = """
+import sys, vtune
+data = vtune.datasets.synthetic(num_examples=256, num_features=16, num_classes=4, seed=0)
+task = vtune.tasks.mlp_classifier(data, hidden_sizes=(16,), batch_size=32)
+vtune.population_search(task, {"learning_rate": vtune.loguniform(1e-3, 1e-1)},
+                        population_size=4, generations=400, steps_per_generation=2,
+                        checkpoint_dir=sys.argv[1], max_to_keep=2, verbose=False)
+"""
+
+
+def test_ctrl_c_during_a_save_stops_cleanly(tmp_path):
+    d = tmp_path / "ckpt"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(d)], stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    deadline = time.time() + 120
+    while time.time() < deadline and child.poll() is None:
+        if d.exists() and any("tmp" in p.name for p in d.iterdir()):
+            break
+        time.sleep(0.005)
+    assert child.poll() is None, child.stderr.read()
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=120)
+    assert "KeyboardInterrupt: search interrupted; generation" in err
+    assert "run the same call again to resume" in err
+    assert "Handler Commit" not in err and "cannot schedule new futures" not in err
+    assert not [p for p in d.iterdir() if "tmp" in p.name]
+    result = vtune.load(d)
+    assert result.history and max(r["generation"] for r in result.history) >= 0

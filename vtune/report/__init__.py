@@ -1,0 +1,16 @@
+"""Host-only readers of a search: the history schema, results, exports, lineage, diagnosis, plots.
+
+Nothing here touches a device or imports matplotlib or pandas until a function
+that needs them is called.
+
+* :mod:`vtune.report.schema`: what a history row holds (the one place);
+* :mod:`vtune.report.codec`: the JSON codec for numpy and non-finite values;
+* :mod:`vtune.report.result`: :class:`SearchResult` and :class:`Trial`;
+* :mod:`vtune.report.lineage`, :mod:`vtune.report.diagnose`,
+  :mod:`vtune.report.plots`.
+"""
+
+from vtune.report import codec, diagnose, lineage, schema
+from vtune.report.result import SearchResult, Trial
+
+__all__ = ["SearchResult", "Trial", "codec", "diagnose", "lineage", "schema"]

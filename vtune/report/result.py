@@ -1,0 +1,361 @@
+"""What a search returns: the best trial, the per-generation history, and readers of both.
+
+A :class:`SearchResult` holds one row per generation and slot (see its
+docstring) and derives everything else from those rows: per-trial summaries,
+the top-k table, exports (CSV, JSON, pandas), plots (:mod:`vtune.report.plots`) and
+the fit diagnosis (:mod:`vtune.report.diagnose`). Nothing here imports matplotlib or
+pandas until a method that needs them is called.
+
+Example:
+    >>> rows = [{"generation": 0, "slot": 0, "trial_id": 0, "parent_id": -1, "step": 10,
+    ...          "status": "alive", "learning_rate": 0.1, "val_loss": 0.5},
+    ...         {"generation": 0, "slot": 1, "trial_id": 1, "parent_id": -1, "step": 10,
+    ...          "status": "pruned", "learning_rate": 1.0, "val_loss": 0.9},
+    ...         {"generation": 1, "slot": 0, "trial_id": 0, "parent_id": -1, "step": 20,
+    ...          "status": "alive", "learning_rate": 0.1, "val_loss": 0.3},
+    ...         {"generation": 1, "slot": 1, "trial_id": 2, "parent_id": 0, "step": 20,
+    ...          "status": "alive", "learning_rate": 0.12, "val_loss": 0.4}]
+    >>> result = SearchResult(best=None, history=rows, objective="val_loss", mode="min",
+    ...                       tuned=("learning_rate",))
+    >>> [(t["trial_id"], t["val_loss"], t["origin"]) for t in result.top(2)]
+    [(0, 0.3, 'fresh'), (2, 0.4, 'cloned')]
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import pathlib
+from typing import Any
+
+import jax
+
+from vtune.report import codec
+from vtune.report import diagnose as diagnose_lib
+from vtune.report import lineage as lineage_lib
+from vtune.report.schema import (ID_COLUMNS, ORIGINS, STATUSES, best_row, by_trial, fmt, hashable,
+                                 infer_metrics, is_number, keys, origin, sign)
+from vtune.report.schema import hparam_names as schema_hparam_names
+from vtune.space import Space
+
+_JSON_FORMAT = "vtune.SearchResult"
+_JSON_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One trial at one evaluation.
+
+    Attributes:
+      trial_id: the trial's id (its keys derive from it).
+      hparams: hyperparameter values, as in the space (strings for choices).
+      metrics: the task's metrics at this evaluation.
+      generation: the generation it was evaluated at.
+      step: training steps the trial had taken.
+      params: its parameters as an unbatched pytree on the host (for NNX
+        tasks an ``nnx.State`` to load with ``nnx.update(model, params)``).
+      encoded_hparams: the values as the model receives them (numpy scalars,
+        strings as int codes), to rebuild the model:
+        ``model = Net(trial.encoded_hparams, nnx.Rngs(0))``.
+    """
+
+    trial_id: int
+    hparams: dict[str, Any]
+    metrics: dict[str, float]
+    generation: int
+    step: int
+    params: Any = None
+    encoded_hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """The outcome of :func:`vtune.population_search`.
+
+    Attributes:
+      best: the best non-diverged trial over the whole search.
+      history: one row (a dict) per generation and slot: ``generation``,
+        ``slot``, ``trial_id``, ``parent_id`` (-1 for a trial sampled fresh,
+        else the trial it was cloned from), ``step`` (training steps the
+        trial has taken, inherited on cloning), ``examples_seen`` (step ×
+        batch size), ``wall_time`` (seconds since the search started, at
+        this evaluation), ``status`` (alive | pruned | diverged, see
+        :data:`STATUSES`), every hyperparameter and every metric.
+      objective: the metric optimised; mode: "min" or "max".
+      tuned: the names of the searched hyperparameters (the space's).
+      space: the searched space, when known (plots use it for log axes and
+        categorical strips; without it they infer both from the values).
+      metrics: the task's metric names, as the driver recorded them (empty
+        for results of vtune 0.1, whose metrics are recognised by name).
+
+    Example: see the module docstring.
+    """
+
+    best: Trial | None
+    history: list[dict[str, Any]]
+    objective: str
+    mode: str
+    tuned: tuple[str, ...] = ()
+    space: Space | None = None
+    metrics: tuple[str, ...] = ()
+
+    # --- the history ------------------------------------------------------------
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The task's metrics in the history (the objective among them)."""
+        if self.metrics:
+            present = set(keys(self.history))
+            return tuple(m for m in self.metrics if m in present or not self.history)
+        if self.best is not None:  # a result of vtune 0.1: the best trial's metrics
+            present = set(keys(self.history))
+            return tuple(k for k in self.best.metrics if k != "diverged" and k in present)
+        return infer_metrics(self.history, self.objective)
+
+    @property
+    def hparam_names(self) -> tuple[str, ...]:
+        """Every hyperparameter in the history (searched ones and defaults)."""
+        return tuple(schema_hparam_names(self.history, self.metric_names))
+
+    @property
+    def varied(self) -> tuple[str, ...]:
+        """Hyperparameters that took more than one value in the history, searched first."""
+        names = [n for n in self.tuned if n in self.hparam_names]
+        names += [n for n in self.hparam_names if n not in names]
+        return tuple(n for n in names
+                     if len({hashable(r.get(n)) for r in self.history}) > 1)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The history with the derived ``origin`` column (fresh | cloned) after ``status``."""
+        out = []
+        for r in self.history:
+            row = {}
+            for k, v in r.items():
+                row[k] = v
+                if k == "status":
+                    row["origin"] = origin(r)
+            row.setdefault("origin", origin(r))
+            out.append(row)
+        return out
+
+    def trials(self) -> list[dict[str, Any]]:
+        """One summary per trial, in order of trial id.
+
+        Each has ``trial_id``, ``parent_id``, ``origin``, ``first_generation``,
+        ``last_generation``, ``evaluations``, ``status`` (at its last
+        evaluation), ``step`` and ``examples_seen`` (at its last evaluation),
+        ``best_generation`` and ``best_step`` (where its objective was best,
+        or None when it never had a finite value), then its hyperparameters
+        and its metrics there (else at its last evaluation).
+        """
+        out = []
+        for tid, rows in by_trial(self.history).items():
+            last, top = rows[-1], best_row(rows, self.objective, self.mode)
+            at = top if top is not None else last
+            summary = {"trial_id": tid, "parent_id": rows[0]["parent_id"],
+                       "origin": origin(rows[0]), "first_generation": rows[0]["generation"],
+                       "last_generation": last["generation"], "evaluations": len(rows),
+                       "status": last["status"], "step": last["step"]}
+            if "examples_seen" in last:
+                summary["examples_seen"] = last["examples_seen"]
+            summary["best_generation"] = None if top is None else top["generation"]
+            summary["best_step"] = None if top is None else top["step"]
+            summary.update({k: at[k] for k in self.hparam_names if k in at})
+            summary.update({k: at[k] for k in self.metric_names if k in at})
+            out.append(summary)
+        return out
+
+    def top(self, k: int = 10) -> list[dict[str, Any]]:
+        """The ``k`` best trials by their best objective value, best first (see :meth:`trials`).
+
+        Trials that never had a finite objective are left out.
+        """
+        ranked = [t for t in self.trials() if t["best_generation"] is not None]
+        s = sign(self.mode)
+        ranked.sort(key=lambda t: (s * t[self.objective], t["trial_id"]))
+        return ranked[:max(int(k), 0)]
+
+    def table(self, k: int = 10) -> str:
+        """The top-``k`` trials as an aligned text table.
+
+        Columns: rank, trial, the objective, the generation and step where it
+        was reached, the trial's final status, its origin (and parent), every
+        hyperparameter that varied, and the other metrics.
+        """
+        top = self.top(k)
+        if not top:
+            return "no trial has a finite " + self.objective
+        metrics = [m for m in self.metric_names if m != self.objective]
+        head = ["rank", "trial", self.objective, "gen", "step", "status", "origin",
+                *self.varied, *metrics]
+        body = []
+        for i, t in enumerate(top, 1):
+            origin = t["origin"] if t["parent_id"] < 0 else f"clone of {t['parent_id']}"
+            body.append([str(i), str(t["trial_id"]), fmt(t[self.objective]),
+                         str(t["best_generation"]), str(t["best_step"]), t["status"], origin,
+                         *[fmt(t.get(n)) for n in self.varied],
+                         *[fmt(t.get(m)) for m in metrics]])
+        widths = [max(len(r[j]) for r in [head] + body) for j in range(len(head))]
+        line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths)).rstrip()
+        return "\n".join([line(head)] + [line(r) for r in body])
+
+    def summary(self) -> str:
+        """A few readable lines: the best configuration and its metrics."""
+        if self.best is None:
+            return "no trial finished without diverging"
+        b = self.best
+        hp = ", ".join(f"{k}={fmt(b.hparams[k])}" for k in (self.tuned or sorted(b.hparams)))
+        m = ", ".join(f"{k}={fmt(v)}" for k, v in sorted(b.metrics.items()) if k != "diverged")
+        return (f"best trial {b.trial_id} (generation {b.generation}, step {b.step}): "
+                f"{self.objective}={fmt(b.metrics[self.objective])}\n  hparams: {hp}\n"
+                f"  metrics: {m}")
+
+    # --- exports ------------------------------------------------------------------
+
+    def to_pandas(self):
+        """The history (with ``origin``) as a ``pandas.DataFrame``; needs the ``plots`` extra.
+
+        Integer columns are int64, ``wall_time`` and metrics float64 (NaN where
+        a trial diverged), ``status`` and ``origin`` categoricals with the
+        categories of :data:`STATUSES` and :data:`ORIGINS`.
+        """
+        try:
+            import pandas as pd
+        except ImportError as e:
+            raise ImportError("SearchResult.to_pandas needs pandas, from the 'plots' extra: "
+                              "pip install 'vtune[plots]'") from e
+        rows = self.rows()
+        columns = keys(rows)
+        frame = pd.DataFrame(rows, columns=columns)
+        for c in ("generation", "slot", "trial_id", "parent_id", "step", "examples_seen"):
+            if c in frame:
+                frame[c] = frame[c].astype("int64")
+        for c in ("wall_time", *self.metric_names):
+            if c in frame:
+                frame[c] = frame[c].astype("float64")
+        frame["status"] = pd.Categorical(frame["status"], categories=list(STATUSES))
+        frame["origin"] = pd.Categorical(frame["origin"], categories=list(ORIGINS))
+        return frame
+
+    def to_csv(self, path) -> pathlib.Path:
+        """Writes the history (with ``origin``) as CSV, one row per generation and slot.
+
+        Floats are written exactly (shortest round-trip form; ``nan``/``inf``
+        where non-finite), so ``pandas.read_csv`` gives back the same values.
+        """
+        path = pathlib.Path(path)
+        rows = self.rows()
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys(rows), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows({k: repr(v) if isinstance(v, float) else v for k, v in r.items()}
+                             for r in rows)
+        return path
+
+    def to_json(self, path=None) -> str:
+        """The result as strict JSON (and written to ``path`` when given).
+
+        Holds ``objective``, ``mode``, ``tuned``, ``space`` (or null),
+        ``best`` (without params) and ``history``. Non-finite floats are the
+        strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (as in protobuf's
+        JSON mapping), which :meth:`from_json` turns back into floats.
+        """
+        best = None
+        if self.best is not None:
+            best = {k: getattr(self.best, k) for k in
+                    ("trial_id", "hparams", "metrics", "generation", "step")}
+        doc = {"format": _JSON_FORMAT, "version": _JSON_VERSION, "objective": self.objective,
+               "mode": self.mode, "tuned": list(self.tuned), "metrics": list(self.metric_names),
+               "space": None if self.space is None else self.space.to_json(),
+               "best": best, "history": self.history}
+        text = codec.dumps(doc, indent=1)
+        if path is not None:
+            pathlib.Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_json(cls, source) -> "SearchResult":
+        """Reads :meth:`to_json` output: a path, or the JSON text itself (best without params)."""
+        text = str(source)
+        if not text.lstrip().startswith("{"):
+            text = pathlib.Path(source).read_text()
+        doc = codec.loads(text)
+        if not isinstance(doc, dict) or doc.get("format") != _JSON_FORMAT:
+            raise ValueError(f"{str(source)[:80]!r} is not a vtune SearchResult JSON "
+                             f"(no \"format\": \"{_JSON_FORMAT}\")")
+        best = None if doc["best"] is None else Trial(**doc["best"])
+        space = None if doc.get("space") is None else Space.from_json(doc["space"])
+        return cls(best=best, history=doc["history"], objective=doc["objective"],
+                   mode=doc["mode"], tuned=tuple(doc["tuned"]), space=space,
+                   metrics=tuple(doc.get("metrics", ())))
+
+    def save(self, out_dir, *, plots: bool = True, k: int = 10,
+             thresholds=None) -> dict[str, pathlib.Path]:
+        """Writes everything a person reads after a search into ``out_dir``.
+
+        ``history.csv``, ``result.json``, ``top.txt`` (summary and top-``k``
+        table), ``diagnosis.txt`` and ``diagnosis.json`` (with ``thresholds``,
+        see :meth:`diagnose`) and, with ``plots``, the PNGs of :meth:`plot`
+        (which need matplotlib: an ImportError names the ``plots`` extra).
+
+        Returns:
+          ``{name: path}`` of every file written. In a multi-host run only
+          process 0 writes; the others return ``{}``.
+        """
+        if jax.process_index() != 0:
+            return {}
+        out = pathlib.Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        diagnosis = self.diagnose(thresholds)
+        paths = {"history": self.to_csv(out / "history.csv")}
+        self.to_json(out / "result.json")
+        paths["result"] = out / "result.json"
+        (out / "top.txt").write_text(self.summary() + "\n\n" + self.table(k) + "\n")
+        paths["top"] = out / "top.txt"
+        (out / "diagnosis.txt").write_text(diagnosis.text() + "\n")
+        paths["diagnosis"] = out / "diagnosis.txt"
+        (out / "diagnosis.json").write_text(
+            codec.dumps(diagnosis.to_dicts(), indent=1))
+        paths["diagnosis_json"] = out / "diagnosis.json"
+        if plots:
+            paths.update(self.plot(out))
+        return paths
+
+    # --- readers in other modules -------------------------------------------------
+
+    def plot(self, out_dir) -> dict[str, pathlib.Path]:
+        """Saves every figure of :mod:`vtune.report.plots` as PNG in ``out_dir``.
+
+        Needs the ``plots`` extra (matplotlib); no display is used.
+
+        Returns:
+          ``{name: path}``: ``learning_curves``, ``objective_vs_hparams``,
+          ``optimization_history``, ``lineage`` (``{}`` on processes other than 0).
+        """
+        if jax.process_index() != 0:
+            return {}
+        from vtune.report import plots  # matplotlib, from the plots extra, only when asked
+        return plots.save_all(self, out_dir)
+
+    def diagnose(self, thresholds=None):
+        """Reads every trial's curves: a :class:`vtune.diagnose.Diagnosis`.
+
+        One finding per trial (kind, evidence, suggested change); ``str()`` of
+        the result is readable text. See :mod:`vtune.report.diagnose` for the rules.
+        """
+        return diagnose_lib.diagnose(self.history, self.objective, self.mode, thresholds,
+                                 tuned=self.varied,
+                                 best_trial_id=None if self.best is None else self.best.trial_id)
+
+    def lineage(self, trial_id: int | None = None) -> list[dict[str, Any]]:
+        """The history rows of ``trial_id`` (default: the best trial) and its ancestors.
+
+        Oldest first, as :func:`vtune.report.lineage.lineage` gives them: each row
+        gains ``cloned_at`` and ``changes`` (the hyperparameters that changed
+        since the row before), the schedule a PBT-style winner followed.
+        """
+        if trial_id is None:
+            if self.best is None:
+                raise ValueError("no best trial: pass a trial_id")
+            trial_id = self.best.trial_id
+        return lineage_lib.lineage(self.history, trial_id, names=self.hparam_names)

@@ -1,0 +1,129 @@
+"""The history schema: the one place that knows what a history row holds.
+
+A search's history is one row (a dict) per generation and slot: the
+bookkeeping columns of :data:`ID_COLUMNS`, then every hyperparameter, then
+every metric of the task. The driver records the task's metric names with the
+result, so which columns are metrics is never guessed from their names; only
+histories written before vtune recorded them fall back to
+:func:`infer_metrics`.
+
+Example:
+    >>> rows = [{"generation": 0, "trial_id": 0, "parent_id": -1, "status": "alive",
+    ...          "learning_rate": 0.1, "val_f1": 0.5},
+    ...         {"generation": 1, "trial_id": 0, "parent_id": -1, "status": "alive",
+    ...          "learning_rate": 0.1, "val_f1": 0.7}]
+    >>> hparam_names(rows, metrics=("val_f1",))
+    ['learning_rate']
+    >>> best_row(rows, "val_f1", "max")["generation"]
+    1
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+#: Columns every history row has, in order, before its hyperparameters and metrics.
+#: ``examples_seen`` and ``wall_time`` may be absent from histories of older versions.
+ID_COLUMNS = ("generation", "slot", "trial_id", "parent_id", "step", "examples_seen",
+              "wall_time", "status")
+#: Values of ``status``: still training, dropped by the strategy after this
+#: evaluation, or diverged (non-finite, or blown up) and dropped.
+STATUSES = ("alive", "pruned", "diverged")
+#: Values of the derived ``origin`` column: sampled from the space, or cloned
+#: from a parent (``parent_id >= 0``: its weights and step were copied).
+ORIGINS = ("fresh", "cloned")
+#: Columns derived from the history by readers (rows(), lineage()).
+DERIVED = ("origin", "cloned_at", "changes")
+#: Every column that is neither a hyperparameter nor a metric.
+BOOKKEEPING = ID_COLUMNS + DERIVED
+#: The per-trial flag the program reports beside the task's metrics.
+DIVERGED = "diverged"
+#: Name endings taken for metrics in histories that do not record their metrics.
+METRIC_SUFFIXES = ("loss", "accuracy", "error")
+#: Values of ``mode``.
+MODES = ("min", "max")
+
+
+def keys(rows: Iterable[dict]) -> list[str]:
+    """Every key of ``rows``, in order of first appearance."""
+    out: dict[str, None] = {}
+    for r in rows:
+        out.update(dict.fromkeys(r))
+    return list(out)
+
+
+def infer_metrics(history: Sequence[dict], objective: str | None = None) -> tuple[str, ...]:
+    """Metric names of a history that does not record them: the objective and
+    the columns ending in loss, accuracy or error."""
+    return tuple(k for k in keys(history) if k not in BOOKKEEPING and k != DIVERGED and
+                 (k == objective or k.endswith(METRIC_SUFFIXES)))
+
+
+def hparam_names(history: Sequence[dict], metrics: Sequence[str] | None = None) -> list[str]:
+    """The hyperparameter columns: every key but bookkeeping and ``metrics``
+    (default :func:`infer_metrics`)."""
+    metrics = set(infer_metrics(history) if metrics is None else metrics)
+    return [k for k in keys(history) if k not in BOOKKEEPING and k not in metrics
+            and k != DIVERGED]
+
+
+def origin(row: dict) -> str:
+    """``"cloned"`` for a row whose trial was cloned from a parent, else ``"fresh"``."""
+    return "cloned" if int(row["parent_id"]) >= 0 else "fresh"
+
+
+def is_number(v) -> bool:
+    """A real number (bools are not)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def finite(v) -> bool:
+    """A finite real number."""
+    return is_number(v) and math.isfinite(v)
+
+
+def hashable(v):
+    """``v`` made comparable for counting distinct values (NaN equals NaN)."""
+    return repr(v) if isinstance(v, float) and math.isnan(v) else v
+
+
+def fmt(v) -> str:
+    """A cell of a table: 4 significant digits for floats, ``-`` for missing."""
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def by_trial(history: Iterable[dict]) -> dict[int, list[dict]]:
+    """History rows grouped by ``trial_id`` (ascending), each list in generation order."""
+    out: dict[int, list[dict]] = {}
+    for r in history:
+        out.setdefault(int(r["trial_id"]), []).append(r)
+    for rows in out.values():
+        rows.sort(key=lambda r: r["generation"])
+    return dict(sorted(out.items()))
+
+
+def check_mode(mode) -> str:
+    """``mode`` if it is "min" or "max", else a ValueError naming it."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    return mode
+
+
+def sign(mode: str) -> float:
+    """+1 for "min", -1 for "max": ``sign * value`` is lower-is-better."""
+    return 1.0 if check_mode(mode) == "min" else -1.0
+
+
+def usable(row: dict, objective: str) -> bool:
+    """Whether a row can be ranked: not diverged, with a finite objective."""
+    return row.get("status") != "diverged" and finite(row.get(objective))
+
+
+def best_row(rows: Iterable[dict], objective: str, mode: str) -> dict | None:
+    """The best usable row (ties: the first), or None."""
+    s = sign(mode)
+    ranked = [r for r in rows if usable(r, objective)]
+    return min(ranked, key=lambda r: s * r[objective]) if ranked else None

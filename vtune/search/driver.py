@@ -1,0 +1,288 @@
+"""``population_search``: the driver loop.
+
+Each generation: train every slot for ``steps_per_generation`` steps and
+evaluate (one compiled program) -> fetch one float per metric per slot ->
+the strategy decides on the host -> apply its decisions on device (gather
+parents, initialise fresh slots) -> next generation. Params never leave the
+device except the best trial's, fetched when it improves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from vtune import strategies as strategies_lib
+from vtune.checkpoint import Checkpointer, abstract
+from vtune.population import sharding
+from vtune.program import build, memory
+from vtune.report.codec import decode
+from vtune.report.result import SearchResult, Trial
+from vtune.report.schema import sign as mode_sign
+from vtune.search.spec import SearchSpec
+from vtune.space import Space
+from vtune.trial.task import Task
+
+
+def _py(x):
+    """A numpy scalar (or a str from an object array) as a plain Python value."""
+    return x.item() if hasattr(x, "item") else x
+
+
+@dataclasses.dataclass(frozen=True)
+class _Host:
+    """Everything the driver keeps on the host; checkpointed as JSON.
+
+    ``generation`` counts completed generations; arrays are per slot.
+    """
+
+    generation: int
+    trial_id: np.ndarray
+    parent_id: np.ndarray
+    step: np.ndarray
+    next_id: int
+    configs: dict
+    strategy: Any
+    history: list
+    best: dict | None
+    elapsed: float
+
+
+def population_search(
+    task: Task,
+    space: Space | Mapping[str, Any],
+    *,
+    population_size: int = 32,
+    generations: int = 10,
+    steps_per_generation: int = 100,
+    objective: str = "val_loss",
+    mode: str | None = None,
+    seed: int = 0,
+    strategy: str | strategies_lib.Strategy | None = None,
+    checkpoint_dir: str | None = None,
+    overwrite: bool = False,
+    checkpoint_every: int = 1,
+    max_to_keep: int = 3,
+    devices=None,
+    chunk_size: int | str | None = None,
+    verbose: bool = True,
+) -> SearchResult:
+    """Searches hyperparameters with a whole population trained as one program.
+
+    Args:
+      task: what each trial trains (e.g. :func:`vtune.tasks.mlp_classifier`).
+      space: ``{name: distribution}`` (see :mod:`vtune.space`); names must be
+        hyperparameters the task consumes, others keep their defaults.
+      population_size: trials trained at once (the slots).
+      generations: rounds of train -> evaluate -> prune/refill.
+      steps_per_generation: optimizer steps per slot per generation.
+      objective: the metric to optimise, e.g. "val_loss" or "val_accuracy".
+      mode: "min" or "max"; default "max" for accuracies, else "min".
+      seed: seeds the sampling, every trial's keys and the strategy.
+      strategy: a registry name (see :data:`vtune.strategies.REGISTRY`) or a
+        :class:`vtune.strategies.Strategy`; default
+        :data:`vtune.strategies.DEFAULT`.
+      checkpoint_dir: save the search here (orbax, asynchronously) and resume
+        from it: calling again with the same directory and arguments continues
+        from the last complete checkpoint and finishes with the same result as
+        an uninterrupted run. A directory of another search is refused.
+      overwrite: start afresh in ``checkpoint_dir``, deleting what it holds.
+      checkpoint_every: save every this many generations (and after the last).
+      max_to_keep: checkpoints kept in ``checkpoint_dir``.
+      devices: the devices to shard the population over (default: every
+        device of every process, ``jax.devices()``); ``population_size`` must
+        be a multiple of their number. For many hosts, call
+        ``jax.distributed.initialize()`` first and run the same call in every
+        process.
+      chunk_size: train this many trials of each device's share at a time,
+        to fit a population larger than memory; "auto" picks the largest
+        that fits (:func:`vtune.memory.max_population`, two small extra
+        compiles); default: all at once.
+      verbose: show a progress bar (on process 0 only).
+
+    Returns:
+      A :class:`SearchResult` with the best trial (its params included) and
+      the history of every slot at every generation.
+
+    Raises:
+      ValueError, TypeError: bad arguments, named in the message, before
+        anything is compiled or written.
+
+    Example:
+        >>> task = vtune.tasks.mlp_classifier(hidden_sizes=(32,))
+        >>> space = {"learning_rate": vtune.loguniform(1e-4, 1e-1)}
+        >>> result = vtune.population_search(task, space, population_size=8,
+        ...     generations=2, steps_per_generation=20, verbose=False)
+        >>> sorted(result.best.metrics)
+        ['diverged', 'train_accuracy', 'train_loss', 'val_accuracy', 'val_loss']
+    """
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a vtune.Task, got {type(task).__name__}")
+    spec = SearchSpec.create(
+        space, population_size=population_size, generations=generations,
+        steps_per_generation=steps_per_generation, objective=objective, mode=mode, seed=seed,
+        strategy=strategy, checkpoint_dir=checkpoint_dir, overwrite=overwrite,
+        checkpoint_every=checkpoint_every, max_to_keep=max_to_keep, devices=devices,
+        chunk_size=chunk_size, verbose=verbose)
+    return run(task, spec)
+
+
+def run(task: Task, spec: SearchSpec) -> SearchResult:
+    """Runs the search ``spec`` describes on ``task`` (see :func:`population_search`)."""
+    space, size, generations = spec.space, spec.population_size, spec.generations
+    steps, seed, strat, objective = spec.steps_per_generation, spec.seed, spec.strategy, \
+        spec.objective
+    mesh = sharding.make_mesh(spec.devices)
+    sharding.check_divisible(size, mesh)
+    chunk_size = spec.chunk_size
+    if chunk_size == "auto":
+        fits = memory.max_population(task, space, steps_per_generation=steps,
+                                     device=mesh.devices.flat[0])
+        per_device = size // mesh.devices.size
+        chunk_size = None if fits >= per_device else max(fits, 1)
+    program, table, metric_names, traced = build(task, space, steps, mesh, chunk_size)
+    if objective not in metric_names:
+        raise ValueError(f"objective {objective!r} is not a metric of this task; "
+                         f"it reports {list(metric_names)}")
+    ckpt = None
+    if spec.checkpoint_dir is not None:
+        ckpt = Checkpointer(spec.checkpoint_dir, spec.identity(task, traced),
+                            overwrite=spec.overwrite, max_to_keep=spec.max_to_keep)
+
+    data = sharding.place(task.host_data(), sharding.replicated(mesh))
+    horizon = np.int32(spec.horizon)
+    sign = mode_sign(spec.mode)
+    host, pop, best_params = _start(program, table, strat, space, size, seed, ckpt)
+    clock = time.perf_counter() - host.elapsed
+
+    bar = tqdm(total=generations, initial=host.generation, desc="vtune", unit="gen",
+               disable=not spec.verbose or jax.process_index() != 0)
+    saved = host.generation
+    try:
+        for g in range(host.generation, generations):
+            tick = time.perf_counter()
+            pop, metrics = program.train(pop, data, np.uint32(seed), horizon)
+            m = sharding.fetch(metrics)
+            host, best_params = _record(host, m, pop, program, table, objective, sign, steps,
+                                        task.batch_size, time.perf_counter() - clock,
+                                        best_params)
+            if g < generations - 1:
+                host, pop = _advance(host, strat, program, pop, table, sign, objective, seed)
+            host = dataclasses.replace(host, generation=g + 1,
+                                       elapsed=time.perf_counter() - clock)
+            last = g + 1 == generations
+            if ckpt is not None and ((g + 1) % spec.checkpoint_every == 0 or last):
+                ckpt.save(g + 1, pop, best_params, vars(host))
+                saved = g + 1
+            rows = host.history[-size:]
+            bar.set_postfix(best=None if host.best is None else
+                            float(f"{host.best['metrics'][objective]:.4g}"),
+                            alive=sum(r["status"] == "alive" for r in rows),
+                            pruned=sum(r["status"] == "pruned" for r in rows),
+                            diverged=sum(r["status"] == "diverged" for r in rows),
+                            trial_steps_s=f"{size * steps / (time.perf_counter() - tick):,.0f}")
+            bar.update()
+    except KeyboardInterrupt:
+        bar.close()
+        if ckpt is None:
+            raise
+        ckpt.close()  # finishes the save in flight, so the directory stays complete
+        raise KeyboardInterrupt(
+            f"search interrupted; generation {saved} of {generations} is checkpointed in "
+            f"{str(spec.checkpoint_dir)!r}: run the same call again to resume") from None
+    bar.close()
+    if ckpt is not None:
+        ckpt.close()
+    return _result(host, best_params, objective, spec.mode, space, metric_names)
+
+
+def _start(program, table, strat, space, size, seed, ckpt):
+    """The first generation's host state and population, or the checkpointed ones."""
+    sstate, configs = strat.ask(strat.init(seed, space, size))
+    trial_id = np.arange(size, dtype=np.int32)
+    split = sharding.population(program.mesh)
+    encoded = table.encode(table.complete(configs, size))
+    host = _Host(generation=0, trial_id=trial_id, parent_id=np.full(size, -1, np.int64),
+                 step=np.zeros(size, np.int64), next_id=size, configs=configs,
+                 strategy=sstate, history=[], best=None, elapsed=0.0)
+    if ckpt is not None and ckpt.resuming:
+        shapes = jax.eval_shape(program.init, np.uint32(seed), trial_id, encoded)
+        best_shapes = jax.eval_shape(program.take, shapes.params, np.int32(0))
+        restored = ckpt.restore(abstract(shapes, split),
+                                abstract(best_shapes, sharding.replicated(program.mesh)))
+        if restored is not None:
+            pop, best_params, saved = restored
+            fields = {f.name: getattr(host, f.name) for f in dataclasses.fields(host)}
+            return dataclasses.replace(host, **{
+                k: decode(v, fields[k]) for k, v in saved.items()}), pop, best_params
+    return host, program.init(np.uint32(seed), *sharding.place((trial_id, encoded), split)), None
+
+
+def _record(host: _Host, m, pop, program, table, objective, sign, steps, batch_size, wall,
+            best_params):
+    """Appends this generation's rows to the history and updates the best trial."""
+    g, size = host.generation, len(host.trial_id)
+    step = host.step + steps
+    values = table.complete(host.configs, size)
+    diverged = np.asarray(m["diverged"]) | ~np.isfinite(m[objective])
+    rows = [{"generation": g, "slot": i, "trial_id": int(host.trial_id[i]),
+             "parent_id": int(host.parent_id[i]), "step": int(step[i]),
+             "examples_seen": int(step[i]) * batch_size, "wall_time": wall,
+             "status": "diverged" if diverged[i] else "alive",
+             **{k: _py(v[i]) for k, v in values.items()},
+             **{k: _py(v[i]) for k, v in m.items() if k != "diverged"}}
+            for i in range(size)]
+    best = host.best
+    scores = np.where(diverged, np.nan, sign * np.asarray(m[objective], np.float64))
+    if not np.all(np.isnan(scores)):
+        i = int(np.nanargmin(scores))
+        if best is None or scores[i] < sign * best["metrics"][objective]:
+            encoded = table.encode(values)
+            best = {"trial_id": int(host.trial_id[i]),
+                    "hparams": {k: _py(v[i]) for k, v in values.items()},
+                    "metrics": {k: _py(v[i]) for k, v in m.items()},
+                    "generation": g, "step": int(step[i]),
+                    "encoded_hparams": {k: v[i] for k, v in encoded.items()}}
+            best_params = program.take(pop.params, np.int32(i))
+    return dataclasses.replace(host, step=step, history=host.history + rows, best=best), \
+        best_params
+
+
+def _advance(host: _Host, strat, program, pop, table, sign, objective, seed):
+    """Asks the strategy what each slot holds next and applies it on device."""
+    size = len(host.trial_id)
+    rows = host.history[-size:]
+    scores = np.array([np.nan if r["status"] == "diverged" else sign * r[objective]
+                       for r in rows], np.float64)
+    sstate, dec = strat.tell(host.strategy, scores, host.configs)
+    dec = strategies_lib.Decisions(*dec).check(size, f"strategy {strat.name!r}")
+    parent, fresh = dec.parent, dec.fresh
+    new = fresh | (parent != np.arange(size))
+    for i in np.flatnonzero(new):
+        if rows[i]["status"] == "alive":
+            rows[i]["status"] = "pruned"
+    trial_id = host.trial_id.copy()
+    trial_id[new] = np.arange(host.next_id, host.next_id + new.sum(), dtype=np.int32)
+    encoded = table.encode(table.complete(dec.configs, size))
+    per_slot = sharding.place((parent, fresh, encoded, trial_id),
+                              sharding.population(program.mesh))
+    pop = program.refill(pop, *per_slot, np.uint32(seed))
+    return dataclasses.replace(
+        host, trial_id=trial_id, next_id=host.next_id + int(new.sum()), configs=dec.configs,
+        strategy=sstate, step=np.where(fresh, 0, host.step[parent]),
+        parent_id=np.where(fresh, -1, np.where(new, host.trial_id[parent], host.parent_id)),
+    ), pop
+
+
+def _result(host: _Host, best_params, objective, mode, space, metrics) -> SearchResult:
+    best = None
+    if host.best is not None:
+        best = Trial(params=None if best_params is None else sharding.fetch(best_params),
+                     **host.best)
+    return SearchResult(best=best, history=host.history, objective=objective, mode=mode,
+                        tuned=space.names, space=space, metrics=tuple(metrics))
