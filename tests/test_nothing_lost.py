@@ -16,6 +16,7 @@ import pytest
 from flax import nnx
 
 import vtune
+import vtune.cli
 
 SPACE = {"learning_rate": vtune.loguniform(1e-3, 1e-1)}
 ARGS = dict(population_size=4, generations=2, steps_per_generation=3, verbose=False)

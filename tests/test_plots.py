@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import vtune
-from vtune.report.plots import is_log_scale
+from vtune.report.axes import is_log_scale
 from vtune.report.result import SearchResult
 
 pytest.importorskip("matplotlib")

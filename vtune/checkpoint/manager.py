@@ -22,10 +22,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import shutil
+import signal
+import threading
 import time
 import warnings
 
@@ -127,16 +130,23 @@ class Checkpointer:
             multihost_utils.sync_global_devices("vtune checkpoint spec")
         self.manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, enable_async_checkpointing=True))
+                max_to_keep=max_to_keep, enable_async_checkpointing=True,
+                # a *.orbax-checkpoint-tmp directory is a save that never committed
+                cleanup_tmp_directories=True))
 
     def save(self, generation: int, population, best_params, search: dict) -> None:
-        """Starts an asynchronous save of generation ``generation``."""
+        """Starts an asynchronous save of generation ``generation``.
+
+        Ctrl-C while the save is being set up is held until it has started, so
+        an interrupted search can still finish it (:meth:`close`).
+        """
         self.manager.wait_until_finished()
         items = {"population": ocp.args.StandardSave(population),
                  "search": ocp.args.JsonSave(encode(search))}
         if best_params is not None:
             items["best"] = ocp.args.StandardSave(best_params)
-        self.manager.save(generation, args=ocp.args.Composite(**items))
+        with _interrupts_held():
+            self.manager.save(generation, args=ocp.args.Composite(**items))
 
     def restore(self, abstract_population, abstract_best):
         """The latest readable checkpoint as ``(population, best_params, search)``, or None."""
@@ -145,6 +155,22 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """Holds SIGINT for the duration, then raises KeyboardInterrupt if one came."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def restore_latest(manager, directory, abstract_population, abstract_best, repair=True):

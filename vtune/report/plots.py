@@ -33,23 +33,14 @@ import pathlib
 
 import numpy as np
 
-from vtune.report.schema import best_row, by_trial, finite, is_number
-from vtune.space import Choice
+from vtune.report.axes import (ALIVE, BEST, DIVERGED, PRUNED, categories, figure, is_log_scale,
+                               positions, status_handles, zoom)
+from vtune.report.schema import best_row, by_trial, finite
 
 #: The figures :func:`save_all` writes, as ``<name>.png``.
 FIGURES = ("learning_curves", "objective_vs_hparams", "optimization_history", "lineage")
 
-BEST, ALIVE, PRUNED, DIVERGED = "#d62728", "#1f77b4", "#8c8c8c", "#ff7f0e"
 _MAX_PANELS = 12
-
-
-def _figure(width: float, height: float):
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as e:
-        raise ImportError("vtune's plots need matplotlib, from the 'plots' extra: "
-                          "pip install 'vtune[plots]'") from e
-    return Figure(figsize=(width, height), layout="constrained")
 
 
 def save_all(result, out_dir, *, dpi: int = 110) -> dict[str, pathlib.Path]:
@@ -64,39 +55,6 @@ def save_all(result, out_dir, *, dpi: int = 110) -> dict[str, pathlib.Path]:
     return paths
 
 
-def is_log_scale(result, name: str) -> bool:
-    """Whether ``name`` is searched on a log scale: from the space, else from its values.
-
-    Without a space, positive values spanning more than a factor 20 whose
-    median sits in the lowest fifth of their range (as log-uniform samples
-    do) count as log-scale.
-    """
-    if result.space is not None and name in result.space:
-        return bool(result.space[name].is_log)
-    values = [r.get(name) for r in result.history]
-    nums = sorted(float(v) for v in values if is_number(v) and math.isfinite(v))
-    if not nums or nums[0] <= 0 or nums[-1] / nums[0] < 20:
-        return False
-    median = nums[len(nums) // 2]
-    return (median - nums[0]) / (nums[-1] - nums[0]) < 0.2
-
-
-def categories(result, name: str) -> list | None:
-    """The categories of ``name`` if it is categorical (a choice, non-numeric values), else None."""
-    if result.space is not None and name in result.space:
-        dist = result.space[name]
-        if isinstance(dist, Choice):
-            return list(dist.options)
-    values = [r.get(name) for r in result.history]
-    if all(is_number(v) for v in values):
-        return None
-    seen = []
-    for v in values:
-        if v not in seen:
-            seen.append(v)
-    return seen
-
-
 # --- learning curves -------------------------------------------------------------------
 
 def learning_curves(result):
@@ -107,7 +65,7 @@ def learning_curves(result):
     trial's curve starts from its parent's last point.
     """
     pairs = _metric_pairs(result)
-    fig = _figure(6.2 * len(pairs), 4.6)
+    fig = figure(6.2 * len(pairs), 4.6)
     axes = fig.subplots(1, len(pairs), squeeze=False)[0]
     trials = by_trial(result.history)
     final_gen = max(r["generation"] for r in result.history)
@@ -149,12 +107,12 @@ def learning_curves(result):
         if values and "loss" in label and min(values) > 0:
             ax.set_yscale("log")
         elif values:
-            _zoom(ax, trials, best, val_key, train_key)
+            zoom(ax, trials, best, val_key, train_key)
         ax.set_xlabel("training steps of the trial")
         ax.set_ylabel(label)
         ax.set_title(f"{label}: train (dashed) vs validation (solid)")
         ax.grid(alpha=0.3)
-    axes[0].legend(handles=_status_handles(result, best), loc="best", fontsize=8)
+    axes[0].legend(handles=status_handles(result, best), loc="best", fontsize=8)
     fig.suptitle(f"Learning curves of {len(trials)} trials", fontsize=13)
     return fig
 
@@ -171,7 +129,7 @@ def objective_vs_hparams(result):
     names = list(result.varied)[:_MAX_PANELS] or list(result.hparam_names)[:1]
     cols = max(1, min(4, math.ceil(math.sqrt(len(names)))))
     rows_n = max(1, math.ceil(len(names) / cols))
-    fig = _figure(4.6 * cols + 0.8, 3.7 * rows_n + 0.4)
+    fig = figure(4.6 * cols + 0.8, 3.7 * rows_n + 0.4)
     axes = fig.subplots(rows_n, cols, squeeze=False).ravel()
     summaries = result.trials()
     obj = result.objective
@@ -185,7 +143,7 @@ def objective_vs_hparams(result):
     rng = np.random.default_rng(0)
     for ax, name in zip(axes, names):
         cats = categories(result, name)
-        xs = _positions([t.get(name) for t in ok], cats, rng)
+        xs = positions([t.get(name) for t in ok], cats, rng)
         if len(ok):
             scatter = ax.scatter(xs, ys, c=steps, cmap="viridis", s=22, alpha=0.85,
                                  edgecolors="none", vmin=steps.min(),
@@ -195,7 +153,7 @@ def objective_vs_hparams(result):
                 ax.scatter([xs[i]], [ys[i]], marker="*", s=260, color=BEST, edgecolors="black",
                            linewidths=0.8, zorder=5, label=f"best: trial {best}")
         if bad:
-            bx = _positions([t.get(name) for t in bad], cats, rng)
+            bx = positions([t.get(name) for t in bad], cats, rng)
             ax.scatter(bx, np.full(len(bx), 0.97), marker="x", color=DIVERGED, s=30,
                        transform=ax.get_xaxis_transform(), clip_on=False, zorder=4,
                        label=f"diverged (no finite {obj})")
@@ -230,7 +188,7 @@ def objective_vs_hparams(result):
 
 def optimization_history(result):
     """Best-so-far objective against compute (cumulative trial-steps) and wall time."""
-    fig = _figure(12.4, 4.4)
+    fig = figure(12.4, 4.4)
     ax_c, ax_t = fig.subplots(1, 2)
     obj, sign = result.objective, (1.0 if result.mode == "min" else -1.0)
     gens = sorted({r["generation"] for r in result.history})
@@ -299,13 +257,13 @@ def lineage(result, trial_id: int | None = None):
     if trial_id is None:
         trial_id = result.best.trial_id if result.best is not None else _best_id(result)
     if trial_id is None:
-        fig = _figure(6, 2)
+        fig = figure(6, 2)
         fig.text(0.5, 0.5, "no trial with a finite objective", ha="center")
         return fig
     segments = _segments(result, trial_id)
     chain = [tid for tid, _, _ in segments]
     names = list(result.varied)[:8]
-    fig = _figure(10, 3.2 + 1.7 * len(names))
+    fig = figure(10, 3.2 + 1.7 * len(names))
     axes = fig.subplots(1 + len(names), 1, sharex=True, squeeze=False,
                         height_ratios=[2.2] + [1] * len(names))[:, 0]
     obj = result.objective
@@ -346,12 +304,12 @@ def lineage(result, trial_id: int | None = None):
     for ax, name in zip(axes[1:], names):
         cats = categories(result, name)
         pop = [(r["step"], r.get(name)) for r in result.history]
-        ys = _positions([v for _, v in pop], cats, None)
+        ys = positions([v for _, v in pop], cats, None)
         ax.scatter([s for s, _ in pop], ys, s=6, color=PRUNED, alpha=0.35, zorder=1)
         for i, (tid, start, rows) in enumerate(segments):
             x0 = start["step"] if start is not None else 0
             xs = [x0] + [r["step"] for r in rows]
-            hv = _positions([rows[0].get(name)] + [r.get(name) for r in rows], cats, None)
+            hv = positions([rows[0].get(name)] + [r.get(name) for r in rows], cats, None)
             ax.plot(xs, hv, drawstyle="steps-pre", color=colors[i % len(colors)], lw=2.5,
                     zorder=3)
         if cats is not None:
@@ -374,31 +332,6 @@ def lineage(result, trial_id: int | None = None):
 
 # --- helpers ---------------------------------------------------------------------------
 
-def _zoom(ax, trials, best, *keys):
-    """Limits a linear axis to the trials that trained for more than one evaluation.
-
-    A short search prunes many trials after one evaluation, often near chance;
-    showing them would squash the curves that matter. How many points fall
-    below is written on the axis.
-    """
-    focus = [r.get(k) for t, rows in trials.items() if len(rows) > 1 or t == best
-             for r in rows for k in keys if k is not None]
-    focus = [v for v in focus if finite(v)]
-    if not focus:
-        return
-    lo, hi = min(focus), max(focus)
-    pad = max(0.08 * (hi - lo), 1e-3)
-    bottom = lo - pad
-    below = {t for t, rows in trials.items() for r in rows for k in keys
-             if k is not None and finite(r.get(k)) and r[k] < bottom}
-    if not below:
-        return
-    ax.set_ylim(bottom, hi + pad)
-    ax.text(0.99, 0.02, f"zoomed to trials evaluated more than once; {len(below)} trial(s) "
-            f"have points below {bottom:.3g}", transform=ax.transAxes, ha="right",
-            va="bottom", fontsize=8, color="#555555")
-
-
 def _metric_pairs(result):
     names = result.metric_names
     pairs = []
@@ -413,31 +346,6 @@ def _metric_pairs(result):
 def _best_id(result):
     top = result.top(1)
     return top[0]["trial_id"] if top else None
-
-
-def _status_handles(result, best):
-    from matplotlib.lines import Line2D
-    h = [Line2D([], [], color="black", ls="-", label="validation"),
-         Line2D([], [], color="black", ls="--", label="train")]
-    if best is not None:
-        h.append(Line2D([], [], color=BEST, lw=2.2, label=f"best: trial {best} (and ancestors)"))
-    h += [Line2D([], [], color=ALIVE, alpha=0.6, label="alive at the end"),
-          Line2D([], [], color=PRUNED, alpha=0.4, label="pruned (faded)")]
-    if any(r["status"] == "diverged" for r in result.history):
-        h.append(Line2D([], [], color=DIVERGED, marker="x", ls="", mew=2,
-                        label="diverged (× at the step)"))
-    return h
-
-
-def _positions(values, cats, rng):
-    """Numeric x (or y) of values: themselves, or category index (+ jitter when rng)."""
-    if cats is None:
-        return np.array([v if finite(v) else np.nan for v in values], float)
-    index = {repr(c): i for i, c in enumerate(cats)}
-    pos = np.array([index.get(repr(v), np.nan) for v in values], float)
-    if rng is not None:
-        pos = pos + rng.uniform(-0.22, 0.22, len(pos))
-    return pos
 
 
 def _compute_by_generation(history) -> dict[int, float]:

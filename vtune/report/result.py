@@ -33,8 +33,8 @@ import jax
 from vtune.report import codec
 from vtune.report import diagnose as diagnose_lib
 from vtune.report import lineage as lineage_lib
-from vtune.report.schema import (ID_COLUMNS, ORIGINS, STATUSES, best_row, by_trial, fmt, hashable,
-                                 infer_metrics, is_number, keys, origin, sign)
+from vtune.report.schema import (ORIGINS, STATUSES, best_row, by_trial, fmt, hashable,
+                                 infer_metrics, keys, origin, sign)
 from vtune.report.schema import hparam_names as schema_hparam_names
 from vtune.space import Space
 

@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 #: Columns every history row has, in order, before its hyperparameters and metrics.
 #: ``examples_seen`` and ``wall_time`` may be absent from histories of older versions.

@@ -20,7 +20,7 @@ import functools
 import hashlib
 import os
 import pathlib
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import jax
 import numpy as np

@@ -5,17 +5,17 @@ a value and ``encode`` maps it back, so samplers and optimisers only see the cub
 """
 
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from types import MappingProxyType
-from typing import Any
 
 import numpy as np
 from scipy.stats import qmc
 
 from vtune.checks import integer
-from vtune.space.distributions import (KINDS, Choice, Distribution, Fixed, IntUniform, LogUniform,
-                                       Uniform, choice, fixed, intuniform, loguniform, uniform)
+from vtune.space.distributions import KINDS, Choice, Distribution, Fixed
+from vtune.space.distributions import (  # noqa: F401 (the doctests use the factories)
+    choice, fixed, intuniform, loguniform, uniform)
 
 #: Sampling methods of :meth:`Space.sample`.
 METHODS = ("random", "sobol", "halton")
