@@ -88,13 +88,24 @@ def float_dtype():
 
 
 def sgdw(learning_rate, momentum=0.9, weight_decay=0.0, nesterov=False):
-    """SGD with momentum and decoupled weight decay (scaled by the learning rate).
+    """SGD with momentum and decoupled weight decay (SGDW, Loshchilov & Hutter).
+
+    The momentum trace accumulates gradients only; the decay acts outside it,
+    scaled by the step's learning rate (so by the schedule too, as in
+    ``optax.adamw``)::
+
+        m <- momentum * m + g
+        d  = g + momentum * m  if nesterov else  m
+        w <- w - lr_t * d - lr_t * weight_decay * w
+
+    With ``momentum=0`` it equals SGD on the loss plus ``weight_decay/2 * |w|^2``.
 
     Example:
         >>> task = vtune.tasks.mlp_classifier(optimizer=vtune.sgdw)
     """
-    return optax.chain(optax.add_decayed_weights(weight_decay),
-                       optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov))
+    return optax.chain(optax.trace(decay=momentum, nesterov=nesterov),
+                       optax.add_decayed_weights(weight_decay),
+                       optax.scale_by_learning_rate(learning_rate))
 
 
 def optimizer_hparams(factory: Callable) -> dict[str, float]:
