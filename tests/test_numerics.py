@@ -91,3 +91,30 @@ def test_sgdw_decay_is_not_accumulated_by_momentum(x64):
         updates, state = tx.update(jnp.zeros(3), state, params)
         params = optax.apply_updates(params, updates)
     np.testing.assert_allclose(params, (1 - 0.1 * 0.5) ** 5, rtol=1e-12)
+
+
+# --- step decay and warm-up -------------------------------------------------
+
+HORIZON = 200
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("decay_every", [0.1, 0.05, 0.15, 0.3, 0.35, 0.7, 0.001])
+def test_step_decay_counts_whole_steps(x64, dtype, decay_every):
+    hp = {"schedule": jnp.int32(hparams.SCHEDULES.index("step")), "warmup": jnp.asarray(0, dtype),
+          "decay_rate": jnp.asarray(0.5, dtype), "decay_every": jnp.asarray(decay_every, dtype)}
+    period = max(1, round(decay_every * HORIZON))  # textbook: decay every `period` steps
+    got = np.array([float(hparams.lr_factor(hp, jnp.int32(s), jnp.int32(HORIZON)))
+                    for s in range(HORIZON)])
+    want = np.array([0.5 ** (s // period) for s in range(HORIZON)])
+    # atol: float32 flushes factors below its normal range (0.5**127) to zero.
+    tiny = float(np.finfo(dtype).tiny)
+    np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=tiny)
+
+
+def test_warmup_convention_is_documented():
+    doc = hparams.lr_factor.__doc__
+    assert "min(1, (s + 1) / W)" in doc
+    readme = (__import__("pathlib").Path(__file__).parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| schedule"))
+    assert "(s+1)/W" in row.replace(" ", "")
