@@ -118,3 +118,31 @@ def test_warmup_convention_is_documented():
     readme = (__import__("pathlib").Path(__file__).parents[1] / "README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| schedule"))
     assert "(s+1)/W" in row.replace(" ", "")
+
+
+# --- dtypes -----------------------------------------------------------------
+
+class Float32Net(nnx.Module):
+    """The README's nnx.Linear defaults: float32 parameters whatever jax_enable_x64 says."""
+
+    def __init__(self, hp, rngs):
+        self.fc1 = nnx.Linear(16, 8, rngs=rngs)
+        self.drop = vtune.nn.Dropout(hp["dropout"], rngs=rngs)
+        self.fc2 = nnx.Linear(8, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return self.fc2(self.drop(nnx.relu(self.fc1(x))))
+
+
+def test_float32_model_trains_under_x64(x64):
+    data = vtune.datasets.synthetic(num_examples=64, num_features=16, num_classes=4, seed=0)
+    task = vtune.from_nnx(Float32Net, data, batch_size=8)
+    space = {"learning_rate": vtune.loguniform(1e-3, 1e-1), "clip_norm": vtune.fixed(1.0),
+             "weight_decay": vtune.fixed(1e-4), "l2": vtune.fixed(1e-4),
+             "dropout": vtune.fixed(0.1), "schedule": vtune.fixed("step"),
+             "warmup": vtune.fixed(0.2)}
+    result = vtune.population_search(task, space, population_size=2, generations=2,
+                                     steps_per_generation=3, verbose=False)
+    leaves = jax.tree.leaves(result.best.params)
+    assert leaves and all(leaf.dtype == np.float32 for leaf in leaves)
+    assert all(math.isfinite(r["val_loss"]) for r in result.history)

@@ -53,6 +53,12 @@ def _compact_rng(fn):
     return wrapped
 
 
+def _float_dtype(params):
+    """The widest floating dtype among ``params``' leaves (``None`` when there is none)."""
+    floats = [x.dtype for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.result_type(*floats) if floats else None
+
+
 def trial_key(seed_key: jax.Array, trial_id: jax.Array) -> jax.Array:
     return jax.random.fold_in(seed_key, trial_id)
 
@@ -91,15 +97,20 @@ class Program:
 
     # --- one trial, unbatched ------------------------------------------------
 
-    def _tx(self, hp):
-        return self._make_tx(**{n: hp[n] for n in self.table.optimizer})
+    def _tx(self, hp, params=None):
+        """The trial's optimizer. With ``params``, its hyperparameters take their dtype
+        (a float32 model under ``jax_enable_x64`` gets float32 ``clip_norm``, rates...),
+        and the optimizer state keeps it: ``train_step`` casts to that state's dtypes."""
+        dtype = _float_dtype(params)
+        return self._make_tx(**{n: hp[n] if dtype is None else hp[n].astype(dtype)
+                                for n in self.table.optimizer})
 
     @_compact_rng
     def init_trial(self, seed_key, trial_id, hp):
         """``(params, state, opt_state)`` of a fresh trial."""
         key = jax.random.fold_in(trial_key(seed_key, trial_id), _INIT)
         params, state = self.task.init(key, hp)
-        return params, state, self._tx(hp).init(params)
+        return params, state, self._tx(hp, params).init(params)
 
     def _batch(self, data, key, step, fraction):
         """Minibatch ``step`` of the trial, drawn uniformly with replacement.
@@ -128,14 +139,14 @@ class Program:
         def objective(p):
             loss, new_state = self.task.loss(p, state, batch, step_key, hp)
             sq = sum(jnp.sum(w * w) for w in jax.tree.leaves(p) if w.ndim >= 2)
-            return loss + 0.5 * hp["l2"] * sq, new_state
+            return loss + (0.5 * hp["l2"] * sq).astype(jnp.result_type(loss)), new_state
 
         grads, state = jax.grad(objective, has_aux=True)(params)
         values = {n: hp[n] for n in self.table.optimizer}
         values["learning_rate"] = values["learning_rate"] * hparams_lib.lr_factor(hp, step, horizon)
         values = {n: v.astype(opt_state.hyperparams[n].dtype) for n, v in values.items()}
         opt_state = opt_state._replace(hyperparams=values)
-        updates, opt_state = self._tx(hp).update(grads, opt_state, params)
+        updates, opt_state = self._tx(hp, params).update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return params, state, opt_state, hp, tid, step + 1
 
