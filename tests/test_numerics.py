@@ -146,3 +146,28 @@ def test_float32_model_trains_under_x64(x64):
     leaves = jax.tree.leaves(result.best.params)
     assert leaves and all(leaf.dtype == np.float32 for leaf in leaves)
     assert all(math.isfinite(r["val_loss"]) for r in result.history)
+
+
+# --- divergence beyond non-finite -------------------------------------------
+
+def train_population(task, configs, generations=2, steps=10):
+    from vtune.search import build
+    space = vtune.Space({"learning_rate": vtune.loguniform(1e-4, 1e4),
+                         "init_scale": vtune.loguniform(1e-2, 1e2)})
+    program, table, _ = build(task, space, steps=steps)
+    n = len(configs["learning_rate"])
+    hp = table.encode(table.complete({k: np.asarray(v) for k, v in configs.items()}, n))
+    pop = program.init(np.uint32(0), np.arange(n, dtype=np.int32), hp)
+    for _ in range(generations):
+        pop, metrics = program.train(pop, task.device_data(), np.uint32(0), np.int32(100))
+    return jax.device_get(metrics)
+
+
+def test_a_blown_up_finite_loss_counts_as_diverged(tiny_task):
+    # Adam at 1e3 and 1e2 blow the train loss up to ~1e4..1e6, finite; a poor init
+    # (init_scale 10, loss ~100 at init, improving) is bad but not diverged.
+    configs = {"learning_rate": [1e-3, 1e-2, 1e3, 3e-2, 1e2, 1e-2],
+               "init_scale": [1.0, 1.0, 1.0, 1.0, 1.0, 10.0]}
+    metrics = train_population(tiny_task, configs)
+    assert np.isfinite(metrics["train_loss"][2]) and metrics["train_loss"][2] > 1e3
+    assert metrics["diverged"].tolist() == [False, False, True, False, True, False]
