@@ -19,10 +19,17 @@ class Dataset:
 
     Attributes:
       x_train: inputs, shape ``[n_train, ...]``, floating point.
-      y_train: targets, shape ``[n_train, ...]`` (int class ids for classification).
+      y_train: targets, shape ``[n_train, ...]``: an integer dtype means class
+        labels (``0 .. num_classes - 1``), a float dtype regression targets.
       x_val: validation inputs, same trailing shape as ``x_train``.
       y_val: validation targets, same trailing shape as ``y_train``.
       name: a short identifier (part of the task fingerprint).
+
+    Construction refuses what would train silently into a useless search:
+    non-finite inputs or float targets (the message names the split and how
+    many), and negative integer labels. A one-class integer target is
+    accepted here (it is a legitimate constant regression target); a
+    classifier calls :meth:`check_labels`, which refuses it.
     """
 
     x_train: np.ndarray
@@ -43,6 +50,18 @@ class Dataset:
                 raise ValueError(f"Dataset: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
             if not np.issubdtype(x.dtype, np.floating):
                 raise TypeError(f"Dataset: x_{split} must be floating point, got {x.dtype}")
+            for name, a in ((f"x_{split}", x), (f"y_{split}", y)):
+                if np.issubdtype(a.dtype, np.floating):
+                    bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+                    if bad:
+                        raise ValueError(
+                            f"Dataset: {name} has {bad} non-finite value{'s' * (bad > 1)} "
+                            f"(NaN or inf) among {a.size}; clean or impute them first")
+            if np.issubdtype(y.dtype, np.integer) and y.size and y.min() < 0:
+                raise ValueError(f"Dataset: y_{split} holds integer class labels, which must be "
+                                 f">= 0, but has {int(np.count_nonzero(y < 0))} negative "
+                                 f"(smallest {int(y.min())}); relabel them 0 .. C-1, or pass "
+                                 f"float targets for regression")
         if self.x_train.shape[1:] != self.x_val.shape[1:]:
             raise ValueError(f"Dataset: x_train rows have shape {self.x_train.shape[1:]} "
                              f"but x_val rows have shape {self.x_val.shape[1:]}")
@@ -55,9 +74,52 @@ class Dataset:
         return len(self.x_train)
 
     @property
+    def has_class_labels(self) -> bool:
+        """Whether the targets are class labels (an integer dtype), not regression targets."""
+        return bool(np.issubdtype(self.y_train.dtype, np.integer)
+                    and np.issubdtype(self.y_val.dtype, np.integer))
+
+    @property
     def num_classes(self) -> int:
-        """Number of classes, for integer targets."""
+        """Number of classes (largest label + 1) of integer class labels.
+
+        Raises:
+          ValueError: the targets are not integer class labels.
+        """
+        if not self.has_class_labels:
+            raise ValueError(f"Dataset.num_classes: the targets (y_train {self.y_train.dtype}, "
+                             f"y_val {self.y_val.dtype}) are not integer class labels; cast "
+                             f"them with .astype(np.int32) for classification")
         return int(max(self.y_train.max(), self.y_val.max())) + 1
+
+    def check_labels(self, num_outputs: int | None = None) -> None:
+        """Refuses targets a classifier cannot learn from; call it before building one.
+
+        Args:
+          num_outputs: the model's number of outputs (logits), if known: every
+            label must be below it (a larger label gives a NaN loss).
+
+        Raises:
+          ValueError: the targets are not integer labels, ``y_train`` has fewer
+            than 2 distinct classes (accuracy would be trivially 1), or a label
+            is ``>= num_outputs``.
+        """
+        if not self.has_class_labels:
+            raise ValueError(f"Dataset {self.name!r}: a classifier needs integer class labels, "
+                             f"got y_train {self.y_train.dtype} and y_val {self.y_val.dtype}; "
+                             f"cast them with .astype(np.int32), or train a regression")
+        seen = np.unique(self.y_train)
+        if seen.size < 2:
+            raise ValueError(f"Dataset {self.name!r}: y_train has {seen.size} distinct class "
+                             f"({seen.tolist()}); a classifier needs at least 2")
+        if num_outputs is not None:
+            for split in ("train", "val"):
+                top = int(getattr(self, f"y_{split}").max())
+                if top >= num_outputs:
+                    raise ValueError(f"Dataset {self.name!r}: label {top} in y_{split} does not "
+                                     f"fit a model with {num_outputs} outputs (labels must be "
+                                     f"0 .. {num_outputs - 1}); give the model "
+                                     f"{self.num_classes} outputs")
 
 
 def _split(x, y, val_fraction, seed, name):

@@ -88,13 +88,24 @@ def float_dtype():
 
 
 def sgdw(learning_rate, momentum=0.9, weight_decay=0.0, nesterov=False):
-    """SGD with momentum and decoupled weight decay (scaled by the learning rate).
+    """SGD with momentum and decoupled weight decay (SGDW, Loshchilov & Hutter).
+
+    The momentum trace accumulates gradients only; the decay acts outside it,
+    scaled by the step's learning rate (so by the schedule too, as in
+    ``optax.adamw``)::
+
+        m <- momentum * m + g
+        d  = g + momentum * m  if nesterov else  m
+        w <- w - lr_t * d - lr_t * weight_decay * w
+
+    With ``momentum=0`` it equals SGD on the loss plus ``weight_decay/2 * |w|^2``.
 
     Example:
         >>> task = vtune.tasks.mlp_classifier(optimizer=vtune.sgdw)
     """
-    return optax.chain(optax.add_decayed_weights(weight_decay),
-                       optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov))
+    return optax.chain(optax.trace(decay=momentum, nesterov=nesterov),
+                       optax.add_decayed_weights(weight_decay),
+                       optax.scale_by_learning_rate(learning_rate))
 
 
 def optimizer_hparams(factory: Callable) -> dict[str, float]:
@@ -144,17 +155,25 @@ def lr_factor(hp: Mapping[str, jax.Array], step: jax.Array, horizon: jax.Array) 
     """Multiplier of the base learning rate at ``step`` of a ``horizon``-step run.
 
     ``constant`` is 1, ``cosine`` decays to 0 at the horizon, ``step``
-    multiplies by ``decay_rate`` every ``decay_every`` of the horizon; a linear
-    warm-up over the first ``warmup`` share multiplies all three.
+    multiplies by ``decay_rate`` every ``P = max(1, round(decay_every *
+    horizon))`` steps (step ``s`` has had ``s // P`` decays, counted in
+    integers so no boundary fires late).
+
+    Warm-up: with ``W = warmup * horizon > 0``, step ``s`` (from 0) is further
+    multiplied by ``min(1, (s + 1) / W)``, so the first step already trains at
+    ``lr / W`` (``optax.linear_schedule`` would start at 0).
     """
     dtype = hp["warmup"].dtype
-    horizon = jnp.maximum(horizon, 1).astype(dtype)
+    horizon_i = jnp.maximum(horizon, 1).astype(jnp.int32)
+    step_i = jnp.clip(step.astype(jnp.int32), 0, horizon_i)
+    horizon = horizon_i.astype(dtype)
     step = step.astype(dtype)
     progress = jnp.clip(step / horizon, 0.0, 1.0)
+    period = jnp.maximum(1, jnp.round(hp["decay_every"] * horizon).astype(jnp.int32))
     factors = jnp.stack([
         jnp.ones((), dtype),
         0.5 * (1.0 + jnp.cos(jnp.pi * progress)),
-        hp["decay_rate"] ** jnp.floor(progress / hp["decay_every"]),
+        hp["decay_rate"] ** (step_i // period).astype(dtype),
     ])
     warm_steps = hp["warmup"] * horizon
     warm = jnp.where(warm_steps > 0, jnp.minimum(1.0, (step + 1) / jnp.maximum(warm_steps, 1)), 1.0)
