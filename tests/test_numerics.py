@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 import vtune
-from vtune import hparams
+from vtune.trial import hparams
 
 
 @pytest.fixture
@@ -151,10 +151,10 @@ def test_float32_model_trains_under_x64(x64):
 # --- divergence beyond non-finite -------------------------------------------
 
 def train_population(task, configs, generations=2, steps=10):
-    from vtune.search import build
+    from vtune.program import build
     space = vtune.Space({"learning_rate": vtune.loguniform(1e-4, 1e4),
                          "init_scale": vtune.loguniform(1e-2, 1e2)})
-    program, table, _ = build(task, space, steps=steps)
+    program, table, *_ = build(task, space, steps=steps)
     n = len(configs["learning_rate"])
     hp = table.encode(table.complete({k: np.asarray(v) for k, v in configs.items()}, n))
     pop = program.init(np.uint32(0), np.arange(n, dtype=np.int32), hp)

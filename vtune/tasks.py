@@ -70,6 +70,13 @@ def mlp_classifier(data: datasets.Dataset | None = None, *,
         'mlp_classifier(64-64-10,relu,dropout=False)'
     """
     data = datasets.digits() if data is None else data
+    if not isinstance(data, datasets.Dataset):
+        raise TypeError(f"mlp_classifier: data must be a vtune.datasets.Dataset, got "
+                        f"{type(data).__name__}")
+    data.check_labels()
+    if isinstance(hidden_sizes, (int, str)) or not isinstance(hidden_sizes, Sequence):
+        raise TypeError(f"mlp_classifier: hidden_sizes must be a sequence of ints such as "
+                        f"(128, 128), got {hidden_sizes!r}")
     if activation is not None and not callable(getattr(jax.nn, str(activation), None)):
         raise ValueError(f"mlp_classifier: unknown activation {activation!r}; use a jax.nn "
                          f"function name such as 'relu' or 'tanh', or None to tune it")

@@ -67,14 +67,33 @@ def trace(task: Task, space: Space) -> Traced:
         data = {"train": (_spec(d.x_train), _spec(d.y_train)),
                 "train_eval": (_spec(d.x_train), _spec(d.y_train)),
                 "val": (_spec(d.x_val), _spec(d.y_val))}
+    where = f"task {task.name!r}"
     try:
-        params, state = jax.eval_shape(lambda k: task.init(k, hp), key)
+        out = jax.eval_shape(lambda k: task.init(k, hp), key)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError(f"{where}: init(key, hp) must return (params, state) ({{}} for no "
+                            f"state), got {type(out).__name__}")
+        params, state = out
         batch = None if data is None else tuple(
             jax.ShapeDtypeStruct((task.batch_size,) + a.shape[1:], a.dtype) for a in data["train"])
-        jax.eval_shape(lambda *a: task.loss(*a, hp), params, state, batch, key)
+        out = jax.eval_shape(lambda *a: task.loss(*a, hp), params, state, batch, key)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError(f"{where}: loss(params, state, batch, key, hp) must return "
+                            f"(loss, state), got {type(out).__name__}")
+        if getattr(out[0], "shape", None) != ():
+            raise ValueError(f"{where}: loss must return the mean over the batch, a scalar; "
+                             f"got shape {getattr(out[0], 'shape', out[0])}")
         metrics = jax.eval_shape(lambda *a: task.metrics(*a, hp), params, state, data)
+        if not isinstance(metrics, dict):
+            raise TypeError(f"{where}: metrics must return a dict name -> scalar, got "
+                            f"{type(metrics).__name__}")
+        vector = {k: v.shape for k, v in metrics.items() if getattr(v, "shape", None) != ()}
+        if vector:
+            raise ValueError(f"{where}: metrics must be scalars, got shapes {vector}")
     except (TypeError, ValueError) as e:
-        raise ValueError(f"task {task.name!r} does not run on its data: {e}") from e
+        if str(e).startswith(where):
+            raise
+        raise ValueError(f"{where} does not run on its data: {e}") from e
     leaves = jax.tree_util.tree_leaves_with_path(params)
     shapes = tuple((jax.tree_util.keystr(p), str(tuple(x.shape)), str(x.dtype)) for p, x in leaves)
     return Traced(frozenset(hp.read), tuple(sorted(metrics)), shapes)

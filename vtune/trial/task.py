@@ -99,6 +99,26 @@ class Task:
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
+def check_outputs(pred, targets, labels: Dataset | None) -> None:
+    """Refuses predictions whose shape does not fit the targets (shapes are static).
+
+    Classification (``labels`` given): predictions ``[n, C]`` for labels ``[n]``
+    with every label below C. Regression: predictions and targets of one shape,
+    so a loss never broadcasts ``[n, 1]`` against ``[n]`` into ``[n, n]``.
+    """
+    pshape, tshape = tuple(pred.shape), tuple(targets.shape)
+    if labels is not None:
+        if len(pshape) != len(tshape) + 1 or pshape[:-1] != tshape:
+            raise ValueError(f"the model's outputs have shape {pshape} for labels of shape "
+                             f"{tshape}; a classifier returns one logit per class, shape "
+                             f"{tshape + ('num_classes',)}")
+        labels.check_labels(num_outputs=pshape[-1])
+    elif pshape != tshape:
+        raise ValueError(f"the model's predictions have shape {pshape} but the targets "
+                         f"{tshape}; make them match (e.g. targets[:, None] or the model's "
+                         f"output squeezed) so the loss does not broadcast")
+
+
 def classification_loss(logits, labels):
     """Mean softmax cross-entropy with integer labels."""
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
@@ -130,6 +150,11 @@ def from_nnx(model: Callable[[Mapping, nnx.Rngs], nnx.Module], data: Dataset, *,
         ...         return self.fc2(self.drop(nnx.relu(self.fc1(x))))
         >>> task = vtune.from_nnx(Net, vtune.datasets.digits(), batch_size=64)
     """
+    if not isinstance(data, Dataset):
+        raise TypeError(f"from_nnx: data must be a vtune.datasets.Dataset, got "
+                        f"{type(data).__name__}")
+    if classification:
+        data.check_labels()
     if isinstance(model, nnx.Module) or not callable(model):
         raise TypeError(f"from_nnx: model must be the module class (or a function "
                         f"model(hp, rngs) -> nnx.Module), got {type(model).__name__} "
@@ -159,10 +184,15 @@ def from_nnx(model: Callable[[Mapping, nnx.Rngs], nnx.Module], data: Dataset, *,
             for i, (p, v) in enumerate(nnx.to_flat_state(rngs))])
         return nnx.merge(graph, params, hps, rngs, state)
 
+    def predict(m, x, y):
+        pred = m(x)
+        check_outputs(pred, y, data if classification else None)
+        return pred
+
     def nnx_loss(params, state, batch, key, hp):
         m = merge(params, state, hp, key)
         x, y = batch
-        value = loss(m(x), y)
+        value = loss(predict(m, x, y), y)
         return value, nnx.split(m, nnx.Param, nn.HParam, nnx.RngState, ...)[4]
 
     def nnx_metrics(params, state, data, hp):
@@ -171,7 +201,7 @@ def from_nnx(model: Callable[[Mapping, nnx.Rngs], nnx.Module], data: Dataset, *,
         out = {}
         for split, prefix in (("train_eval", "train"), ("val", "val")):
             x, y = data[split]
-            pred = m(x)
+            pred = predict(m, x, y)
             out[f"{prefix}_loss"] = loss(pred, y)
             if classification:
                 out[f"{prefix}_accuracy"] = jnp.mean(jnp.argmax(pred, -1) == y)
