@@ -169,3 +169,109 @@ def test_ctrl_c_during_a_save_stops_cleanly(tmp_path):
     assert not [p for p in d.iterdir() if "tmp" in p.name]
     result = vtune.load(d)
     assert result.history and max(r["generation"] for r in result.history) >= 0
+
+
+def test_a_first_start_killed_before_its_spec_was_written_starts_again(tiny_task, tmp_path):
+    d = tmp_path / "ckpt"
+    d.mkdir()
+    (d / "vtune_spec.json.tmp").write_text('{"space": ')  # killed between write and rename
+    result = vtune.population_search(tiny_task, SPACE, checkpoint_dir=d, **ARGS)
+    assert (d / "vtune_spec.json").exists() and len(result.history) == 8
+
+
+@pytest.mark.parametrize("layer, message", [
+    (lambda hp, rngs: nnx.Dropout(hp["dropout"], rngs=rngs), "use vtune.nn.Dropout"),
+    (lambda hp, rngs: vtune.nn.HParam(hp["dropout"]), "has no hp_name"),
+])
+def test_first_day_model_mistakes_are_explained_before_compiling(tiny_data, compiles, layer,
+                                                                 message):
+    class Net(nnx.Module):
+        def __init__(self, hp, rngs):
+            self.fc = nnx.Linear(16, 4, rngs=rngs)
+            self.extra = layer(hp, rngs)
+
+        def __call__(self, x):
+            return self.fc(x)
+
+    task = vtune.from_nnx(Net, tiny_data, batch_size=32)
+    with pytest.raises(ValueError, match=message):
+        vtune.population_search(task, {"dropout": vtune.uniform(0.0, 0.5)}, **ARGS)
+    assert sum(compiles.values()) == 0
+
+
+@pytest.mark.parametrize("data, message", [
+    (lambda d: (d.x_train, d.y_train), "data must be a vtune.datasets.Dataset"),
+    (lambda d: vtune.datasets.Dataset(d.x_train, d.y_train.astype("float32"), d.x_val,
+                                      d.y_val.astype("float32")), "integer class labels"),
+])
+def test_classifier_data_mistakes(tiny_data, data, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        vtune.tasks.mlp_classifier(data(tiny_data))
+    with pytest.raises(TypeError, match="hidden_sizes must be a sequence"):
+        vtune.tasks.mlp_classifier(tiny_data, hidden_sizes=8)
+
+
+def test_labels_beyond_the_outputs_and_broadcasting_regressions(tiny_data, compiles):
+    class Two(nnx.Module):
+        def __init__(self, hp, rngs):
+            self.fc = nnx.Linear(16, 2, rngs=rngs)
+
+        def __call__(self, x):
+            return self.fc(x)
+
+    with pytest.raises(ValueError, match="does not fit a model with 2 outputs"):
+        vtune.population_search(vtune.from_nnx(Two, tiny_data, batch_size=32), SPACE, **ARGS)
+    d = tiny_data
+    reg = vtune.datasets.Dataset(d.x_train, d.y_train.astype("float32"), d.x_val,
+                                 d.y_val.astype("float32"))
+
+    class One(nnx.Module):
+        def __init__(self, hp, rngs):
+            self.fc = nnx.Linear(16, 1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.fc(x)
+
+    task = vtune.from_nnx(One, reg, batch_size=32, classification=False,
+                          loss=lambda p, y: ((p - y) ** 2).mean())
+    with pytest.raises(ValueError, match=r"predictions have shape \(32, 1\) but the targets "
+                                         r"\(32,\)"):
+        vtune.population_search(task, SPACE, **ARGS)
+    assert sum(compiles.values()) == 0
+
+
+def test_task_contract_mistakes_are_named(tiny_data, compiles):
+    import optax
+
+    def init(key, hp):
+        return {"w": jax.random.normal(key, (16, 4))}, {}
+
+    def per_example(params, state, batch, key, hp):
+        x, y = batch
+        return optax.softmax_cross_entropy_with_integer_labels(x @ params["w"], y), state
+
+    def metrics(params, state, data, hp):
+        x, y = data["val"]
+        return {"val_loss": optax.softmax_cross_entropy_with_integer_labels(x @ params["w"], y)
+                .mean()}
+
+    def vector_metrics(params, state, data, hp):
+        x, y = data["val"]
+        return {"val_loss": optax.softmax_cross_entropy_with_integer_labels(x @ params["w"], y)}
+
+    def no_state(params, state, batch, key, hp):
+        return per_example(params, state, batch, key, hp)[0].mean()
+
+    def mean_loss(p, s, b, k, hp):
+        return per_example(p, s, b, k, hp)[0].mean(), s
+
+    cases = [(dict(loss=per_example), "loss must return the mean"),
+             (dict(loss=no_state), r"must return \(loss, state\)"),
+             (dict(init=lambda k, hp: init(k, hp)[0]), r"init\(key, hp\) must return"),
+             (dict(metrics=vector_metrics), r"metrics must be scalars, got shapes")]
+    for kwargs, message in cases:
+        fns = {**dict(init=init, loss=mean_loss, metrics=metrics), **kwargs}
+        task = vtune.Task(data=tiny_data, batch_size=32, name="raw", **fns)
+        with pytest.raises((TypeError, ValueError), match=message):
+            vtune.population_search(task, SPACE, **ARGS)
+    assert sum(compiles.values()) == 0

@@ -73,7 +73,9 @@ def check_spec(directory: pathlib.Path, spec: dict, overwrite: bool) -> bool:
     directory holds something else and ``overwrite`` is not set.
     """
     spec_path = directory / SPEC_FILE
-    if overwrite or not directory.exists() or not any(directory.iterdir()):
+    # A lone spec .tmp is a first start killed before it wrote the spec: nothing to keep.
+    if overwrite or not directory.exists() or \
+            {p.name for p in directory.iterdir()} <= {SPEC_FILE + ".tmp"}:
         return False
     if not spec_path.exists():
         raise ValueError(f"checkpoint_dir {str(directory)!r} is not empty and holds no vtune "

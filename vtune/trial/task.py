@@ -161,10 +161,37 @@ def from_nnx(model: Callable[[Mapping, nnx.Rngs], nnx.Module], data: Dataset, *,
                         f"{'instance' if isinstance(model, nnx.Module) else ''}".rstrip())
 
     def build(hp, key):
-        m = model(hp, nnx.Rngs(params=jax.random.fold_in(key, 0),
-                               dropout=jax.random.fold_in(key, 1)))
+        rngs = nnx.Rngs(params=jax.random.fold_in(key, 0), dropout=jax.random.fold_in(key, 1))
+        try:
+            m = model(hp, rngs)
+        except (jax.errors.TracerBoolConversionError, jax.errors.ConcretizationTypeError,
+                jax.errors.TracerIntegerConversionError) as e:
+            raise TypeError(
+                f"from_nnx: the model used a hyperparameter as a Python value, but every hp[...] "
+                f"is a traced array (one value per trial). Use vtune.nn.Dropout, not "
+                f"nnx.Dropout(hp[...]), which tests rate == 0 in Python; read width or depth "
+                f"only through vtune.nn's masked layers, never as a shape; branch with "
+                f"jax.lax.switch / jnp.where. ({type(e).__name__})") from None
         if not isinstance(m, nnx.Module):
             raise TypeError(f"model(hp, rngs) must return an nnx.Module, got {type(m).__name__}")
+        for path, node in nnx.iter_graph(m):
+            if not isinstance(node, nnx.Module):
+                continue
+            for attr, value in vars(node).items():
+                if isinstance(value, jax.Array) and not isinstance(value, nnx.Variable):
+                    where = ".".join(map(str, (*path, attr)))
+                    hint = ("use vtune.nn.Dropout, not nnx.Dropout(hp[...])"
+                            if isinstance(node, nnx.Dropout) else
+                            "keep it in a vtune.nn.HParam(hp[name], hp_name=name) and read "
+                            "it with [...] in __call__")
+                    raise TypeError(f"from_nnx: {type(node).__name__} keeps an array at {where} "
+                                    f"as a plain attribute; hp[...] values are traced arrays "
+                                    f"that change every trial: {hint}")
+        for path, v in nnx.to_flat_state(nnx.state(m, nn.HParam)):
+            if "hp_name" not in v.get_metadata():
+                raise TypeError(f"from_nnx: vtune.nn.HParam at {'.'.join(map(str, path))} has no "
+                                f"hp_name; write vtune.nn.HParam(hp['x'], hp_name='x') so vtune "
+                                f"can set it from the trial's value")
         return m
 
     def init(key, hp):
@@ -182,7 +209,7 @@ def from_nnx(model: Callable[[Mapping, nnx.Rngs], nnx.Module], data: Dataset, *,
             (p, v.replace(jax.random.fold_in(key, i) if isinstance(v, nnx.RngKey)
                           else jnp.zeros((), jnp.uint32)))
             for i, (p, v) in enumerate(nnx.to_flat_state(rngs))])
-        return nnx.merge(graph, params, hps, rngs, state)
+        return nnx.merge(graph, params, hps, rngs, state, copy=True)
 
     def predict(m, x, y):
         pred = m(x)
