@@ -157,7 +157,7 @@ def test_ctrl_c_during_a_save_stops_cleanly(tmp_path):
                              text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     deadline = time.time() + 120
     while time.time() < deadline and child.poll() is None:
-        if d.exists() and any("tmp" in p.name for p in d.iterdir()):
+        if d.exists() and any("orbax-checkpoint-tmp" in p.name for p in d.iterdir()):
             break
         time.sleep(0.005)
     assert child.poll() is None, child.stderr.read()
@@ -275,3 +275,23 @@ def test_task_contract_mistakes_are_named(tiny_data, compiles):
         with pytest.raises((TypeError, ValueError), match=message):
             vtune.population_search(task, SPACE, **ARGS)
     assert sum(compiles.values()) == 0
+
+
+def test_a_string_for_a_numeric_hyperparameter_and_a_broken_strategy(tiny_task, compiles):
+    with pytest.raises(TypeError, match="'big' is not a number; learning_rate takes numbers"):
+        vtune.population_search(tiny_task, {"learning_rate": vtune.fixed("big")}, **ARGS)
+    broken = vtune.strategies.Strategy(init=None, ask=None, tell=None, name="mine")
+    with pytest.raises(TypeError, match=r"strategy 'mine': \['init', 'ask', 'tell'\] must be "
+                                        r"callable"):
+        vtune.population_search(tiny_task, SPACE, strategy=broken, **ARGS)
+    assert sum(compiles.values()) == 0
+
+
+def test_vtune_run_with_a_task_module_that_does_not_parse(tmp_path, capsys):
+    (tmp_path / "broken_task_mod.py").write_text("def build(:\n")
+    config = tmp_path / "search.toml"
+    config.write_text('task = "broken_task_mod:build"\n[space]\n'
+                      'learning_rate = {loguniform = [1e-3, 1e-1]}\n')
+    assert vtune.cli.main(["run", str(config), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "broken_task_mod.py:1: syntax error" in err

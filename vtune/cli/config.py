@@ -150,6 +150,9 @@ def _task(name, args, here: pathlib.Path):
             module = importlib.import_module(module_name)
         except ImportError as e:
             raise ConfigError(f"task {name!r}: cannot import {module_name!r}: {e}") from None
+        except SyntaxError as e:
+            raise ConfigError(f"task {name!r}: {e.filename}:{e.lineno}: syntax error: "
+                              f"{e.msg}") from None
         finally:
             for p in added:
                 sys.path.remove(p)

@@ -50,6 +50,10 @@ def get(strategy: str | Strategy | None) -> Strategy:
     if strategy is None:
         strategy = DEFAULT
     if isinstance(strategy, Strategy):
+        missing = [f for f in ("init", "ask", "tell") if not callable(getattr(strategy, f))]
+        if missing or not isinstance(strategy.name, str):
+            raise TypeError(f"strategy {strategy.name!r}: {missing or ['name']} must be "
+                            f"{'callable' if missing else 'a str'} (see vtune.strategies.base)")
         return strategy
     if isinstance(strategy, str) and strategy in REGISTRY:
         return REGISTRY[strategy]()

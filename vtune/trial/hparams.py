@@ -231,8 +231,11 @@ def _check_bounds(name: str, dist) -> None:
     for v in values:
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and \
             (v > lo or (lo_in and v == lo)) and (v < hi or (hi_in and v == hi))
+        interval = f"{'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise TypeError(f"space[{name!r}]: {v!r} is not a number; {name} takes numbers in "
+                            f"{interval}")
         if not ok:
-            interval = f"{'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
             raise ValueError(f"space[{name!r}]: {v!r} is outside the legal range {interval}")
 
 
