@@ -2,13 +2,21 @@
 
 import collections
 import logging
+import os
 import re
+
+# Compile counts are what the tests check: no persistent cache may answer for XLA.
+# Subprocesses of the tests inherit the variable; this process may have imported vtune
+# already (pytest resolves vtune.checks.VtuneWarning from pyproject's filterwarnings).
+os.environ["VTUNE_COMPILATION_CACHE"] = "0"
 
 import jax
 import optax
 import pytest
 
 import vtune
+
+jax.config.update("jax_compilation_cache_dir", None)
 
 
 @pytest.fixture(scope="session")

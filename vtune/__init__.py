@@ -29,6 +29,8 @@ from vtune.trial.hparams import sgdw
 from vtune.trial.task import Task, from_nnx
 from vtune.version import __version__
 
+program.cache.enable()  # JAX's persistent compilation cache, unless configured or turned off
+
 __all__ = [
     "Choice", "Fixed", "IntUniform", "LogUniform", "SearchResult", "Space", "Task", "Trial",
     "Uniform", "__version__", "choice", "datasets", "diagnose", "fixed", "from_nnx", "kernels",

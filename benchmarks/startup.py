@@ -1,0 +1,76 @@
+"""Start-up of the default search: a cold process, then a warm compilation cache.
+
+Each run is a fresh process of the README's default search (`vtune`'s digits MLP,
+32 trials). Reported: the time from process start to the end of the first
+generation (``--generations 1``) and to the end of the whole default search, with
+an empty cache, with the cache written by the run before (warm), and with the
+cache off. Medians of ``--repeats`` runs, each cold run on a new cache directory.
+
+    PYTHONPATH=. python benchmarks/startup.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from common import environment  # noqa: E402
+
+CHILD = """
+import time
+import sys, vtune
+from vtune.cli import main
+sys.exit(main(["--quiet", "--generations", sys.argv[1]]))
+"""
+
+
+def timed_run(generations: int, env: dict) -> float:
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", CHILD, str(generations)], env=env,
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("VTUNE_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR")}
+    rows = {}
+    for generations, label in ((1, "first_generation_s"), (8, "default_search_s")):
+        cold, warm, off = [], [], []
+        for _ in range(args.repeats):
+            with tempfile.TemporaryDirectory() as d:
+                env = {**base, "VTUNE_COMPILATION_CACHE": d}
+                cold.append(timed_run(generations, env))
+                warm.append(timed_run(generations, env))
+            off.append(timed_run(generations, {**base, "VTUNE_COMPILATION_CACHE": "0"}))
+        rows[label] = {"cold": statistics.median(cold), "warm": statistics.median(warm),
+                       "cache_off": statistics.median(off), "cold_runs": cold,
+                       "warm_runs": warm, "off_runs": off}
+        print(f"{label}: cold {rows[label]['cold']:.2f} s, warm {rows[label]['warm']:.2f} s, "
+              f"cache off {rows[label]['cache_off']:.2f} s")
+    result = {"benchmark": "startup", "environment": environment(), "repeats": args.repeats,
+              "command": "PYTHONPATH=. python benchmarks/startup.py", **rows}
+    backend = result["environment"].get("backend", "cpu")
+    out = pathlib.Path(args.out or pathlib.Path(__file__).parent / "results" /
+                       f"startup-{backend}.json")
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
