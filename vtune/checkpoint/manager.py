@@ -79,12 +79,13 @@ def check_spec(directory: pathlib.Path, spec: dict, overwrite: bool) -> bool:
         return False
     if not spec_path.exists():
         raise ValueError(f"checkpoint_dir {str(directory)!r} is not empty and holds no vtune "
-                         "search; choose another directory or pass overwrite=True")
+                         "search; choose another directory or pass overwrite=True (vtune run --overwrite)")
     saved = read_spec(directory)
     differ = differences(saved, spec)
     if differ:
         raise ValueError(f"checkpoint_dir {str(directory)!r} belongs to another search; "
-                         + "; ".join(differ) + ". Use another directory, or overwrite=True "
+                         + "; ".join(differ) + ". Use another directory, or overwrite=True (vtune run "
+                         "--overwrite) "
                          "to start afresh.")
     return True
 

@@ -55,8 +55,11 @@ def _run(args) -> int:
     config = load_config(args.config)
     out_dir = pathlib.Path(args.out_dir) if args.out_dir else config["out_dir"]
     start = time.perf_counter()
+    search = dict(config["search"])
+    if args.overwrite:
+        search["overwrite"] = True
     result = population_search(config["task"], config["space"], verbose=not args.quiet,
-                                     **config["search"])
+                               **search)
     elapsed = time.perf_counter() - start
     if result.space is None:
         result = dataclasses.replace(result, space=config["space"])
@@ -154,6 +157,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
                      help="no progress bar")
     run.add_argument("--example", action="store_true", help="print an example config and exit")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start afresh in the config's checkpoint_dir, deleting what it holds")
     report = sub.add_parser(
         "report", help="tables, plots and diagnosis of a finished or interrupted search",
         description="Read a search from DIR without training: a checkpoint_dir\n"

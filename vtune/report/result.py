@@ -34,7 +34,7 @@ from vtune.report import codec
 from vtune.report import diagnose as diagnose_lib
 from vtune.report import lineage as lineage_lib
 from vtune.report.schema import (ORIGINS, STATUSES, best_row, by_trial, fmt, hashable,
-                                 infer_metrics, keys, origin, sign)
+                                 infer_metrics, keys, origin, rank_key)
 from vtune.report.schema import hparam_names as schema_hparam_names
 from vtune.space import Space
 
@@ -171,8 +171,7 @@ class SearchResult:
         Trials that never had a finite objective are left out.
         """
         ranked = [t for t in self.trials() if t["best_generation"] is not None]
-        s = sign(self.mode)
-        ranked.sort(key=lambda t: (s * t[self.objective], t["trial_id"]))
+        ranked.sort(key=lambda t: (*rank_key(t, self.objective, self.mode), t["trial_id"]))
         return ranked[:max(int(k), 0)]
 
     def table(self, k: int = 10) -> str:

@@ -105,6 +105,28 @@ def by_trial(history: Iterable[dict]) -> dict[int, list[dict]]:
     return dict(sorted(out.items()))
 
 
+#: Name parts of metrics that are maximised, and of those minimised.
+MAXIMISED = ("accuracy", "acc", "f1", "auc", "r2", "precision", "recall", "score")
+MINIMISED = ("loss", "error", "err", "mae", "mse", "rmse", "nll", "perplexity")
+
+
+def infer_mode(objective: str) -> str:
+    """The mode of a metric vtune knows by name: losses and errors "min"; accuracy,
+    F1, AUC, R² and the like "max". Any other name needs an explicit mode.
+
+    Example:
+        >>> infer_mode("val_f1"), infer_mode("val_loss"), infer_mode("val_r2")
+        ('max', 'min', 'max')
+    """
+    parts = set(objective.lower().replace("-", "_").split("_"))
+    up, down = parts & set(MAXIMISED), parts & set(MINIMISED)
+    if bool(up) != bool(down):
+        return "max" if up else "min"
+    raise ValueError(f"mode is required for objective {objective!r}: vtune knows whether to "
+                     f"minimise losses and errors or maximise accuracy, F1, AUC and R², but "
+                     f"not this name; pass mode='min' or mode='max'")
+
+
 def check_mode(mode) -> str:
     """``mode`` if it is "min" or "max", else a ValueError naming it."""
     if mode not in MODES:
@@ -122,8 +144,15 @@ def usable(row: dict, objective: str) -> bool:
     return row.get("status") != "diverged" and finite(row.get(objective))
 
 
+def rank_key(row: dict, objective: str, mode: str) -> tuple[float, float]:
+    """Sort key of a usable row, best first: the objective, ties broken by the
+    validation loss (a saturated accuracy of 1.0 ranks by how sure it is), then
+    order (sorts are stable: earlier first)."""
+    tie = row.get("val_loss") if objective != "val_loss" else None
+    return sign(mode) * row[objective], tie if finite(tie) else math.inf
+
+
 def best_row(rows: Iterable[dict], objective: str, mode: str) -> dict | None:
-    """The best usable row (ties: the first), or None."""
-    s = sign(mode)
+    """The best usable row by :func:`rank_key` (still tied: the first), or None."""
     ranked = [r for r in rows if usable(r, objective)]
-    return min(ranked, key=lambda r: s * r[objective]) if ranked else None
+    return min(ranked, key=lambda r: rank_key(r, objective, mode)) if ranked else None

@@ -10,8 +10,9 @@ device except the best trial's, fetched when it improves.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -21,8 +22,10 @@ from vtune import strategies as strategies_lib
 from vtune.checkpoint import Checkpointer, abstract
 from vtune.population import sharding
 from vtune.program import build, memory
+from vtune.report.callbacks import Callback, Generation
 from vtune.report.codec import decode
 from vtune.report.result import SearchResult, Trial
+from vtune.report.schema import rank_key
 from vtune.report.schema import sign as mode_sign
 from vtune.search.spec import SearchSpec
 from vtune.space import Space
@@ -71,6 +74,7 @@ def population_search(
     devices=None,
     chunk_size: int | str | None = None,
     verbose: bool = True,
+    callbacks: Sequence[Callback] = (),
 ) -> SearchResult:
     """Searches hyperparameters with a whole population trained as one program.
 
@@ -103,7 +107,11 @@ def population_search(
         to fit a population larger than memory; "auto" picks the largest
         that fits (:func:`vtune.memory.max_population`, two small extra
         compiles); default: all at once.
-      verbose: show a progress bar (on process 0 only).
+      verbose: show a progress bar and say what happens (compiling, resuming,
+        finished) on stderr, on process 0 only.
+      callbacks: functions called on the host after every generation with a
+        :class:`vtune.report.callbacks.Generation` (its new history rows and
+        the best so far), e.g. :func:`vtune.report.callbacks.jsonl`.
 
     Returns:
       A :class:`SearchResult` with the best trial (its params included) and
@@ -128,7 +136,7 @@ def population_search(
         steps_per_generation=steps_per_generation, objective=objective, mode=mode, seed=seed,
         strategy=strategy, checkpoint_dir=checkpoint_dir, overwrite=overwrite,
         checkpoint_every=checkpoint_every, max_to_keep=max_to_keep, devices=devices,
-        chunk_size=chunk_size, verbose=verbose)
+        chunk_size=chunk_size, verbose=verbose, callbacks=callbacks)
     return run(task, spec)
 
 
@@ -159,6 +167,14 @@ def run(task: Task, spec: SearchSpec) -> SearchResult:
     sign = mode_sign(spec.mode)
     host, pop, best_params = _start(program, table, strat, space, size, seed, ckpt)
     clock = time.perf_counter() - host.elapsed
+    if ckpt is not None and host.generation:
+        _say(spec, f"resuming {str(spec.checkpoint_dir)!r} from generation {host.generation} "
+                   f"of {generations}" if host.generation < generations else
+                   f"the search in {str(spec.checkpoint_dir)!r} is finished ({generations} "
+                   f"generations): nothing left to train")
+    if host.generation < generations and not program.traces["train"]:
+        _say(spec, "compiling the population program (once per process; later runs read it "
+                   "from the compilation cache) ...")
 
     bar = tqdm(total=generations, initial=host.generation, desc="vtune", unit="gen",
                disable=not spec.verbose or jax.process_index() != 0)
@@ -168,7 +184,7 @@ def run(task: Task, spec: SearchSpec) -> SearchResult:
             tick = time.perf_counter()
             pop, metrics = program.train(pop, data, np.uint32(seed), horizon)
             m = sharding.fetch(metrics)
-            host, best_params = _record(host, m, pop, program, table, objective, sign, steps,
+            host, best_params = _record(host, m, pop, program, table, objective, spec.mode, steps,
                                         task.batch_size, time.perf_counter() - clock,
                                         best_params)
             if g < generations - 1:
@@ -187,6 +203,8 @@ def run(task: Task, spec: SearchSpec) -> SearchResult:
                             diverged=sum(r["status"] == "diverged" for r in rows),
                             trial_steps_s=f"{size * steps / (time.perf_counter() - tick):,.0f}")
             bar.update()
+            if spec.callbacks:
+                _notify(spec, host, g + 1, rows)
     except KeyboardInterrupt:
         bar.close()
         if ckpt is None:
@@ -199,6 +217,20 @@ def run(task: Task, spec: SearchSpec) -> SearchResult:
     if ckpt is not None:
         ckpt.close()
     return _result(host, best_params, objective, spec.mode, space, metric_names)
+
+
+def _say(spec: SearchSpec, message: str) -> None:
+    """One line on stderr for the person watching (verbose, process 0 only)."""
+    if spec.verbose and jax.process_index() == 0:
+        tqdm.write(f"vtune: {message}", file=sys.stderr)
+
+
+def _notify(spec: SearchSpec, host: _Host, generation: int, rows: list) -> None:
+    best = None if host.best is None else Trial(**host.best)
+    report = Generation(generation, spec.generations, [dict(r) for r in rows], best,
+                        spec.objective, spec.mode)
+    for callback in spec.callbacks:
+        callback(report)
 
 
 def _start(program, table, strat, space, size, seed, ckpt):
@@ -223,9 +255,10 @@ def _start(program, table, strat, space, size, seed, ckpt):
     return host, program.init(np.uint32(seed), *sharding.place((trial_id, encoded), split)), None
 
 
-def _record(host: _Host, m, pop, program, table, objective, sign, steps, batch_size, wall,
+def _record(host: _Host, m, pop, program, table, objective, mode, steps, batch_size, wall,
             best_params):
     """Appends this generation's rows to the history and updates the best trial."""
+    sign = mode_sign(mode)
     g, size = host.generation, len(host.trial_id)
     step = host.step + steps
     values = table.complete(host.configs, size)
@@ -240,8 +273,11 @@ def _record(host: _Host, m, pop, program, table, objective, sign, steps, batch_s
     best = host.best
     scores = np.where(diverged, np.nan, sign * np.asarray(m[objective], np.float64))
     if not np.all(np.isnan(scores)):
-        i = int(np.nanargmin(scores))
-        if best is None or scores[i] < sign * best["metrics"][objective]:
+        # The schema's ranking: the objective, ties broken by the validation loss.
+        i = min(np.flatnonzero(~np.isnan(scores)),
+                key=lambda j: rank_key(rows[j], objective, mode))
+        if best is None or rank_key(rows[i], objective, mode) < rank_key(
+                {objective: best["metrics"][objective], **best["metrics"]}, objective, mode):
             encoded = table.encode(values)
             best = {"trial_id": int(host.trial_id[i]),
                     "hparams": {k: _py(v[i]) for k, v in values.items()},

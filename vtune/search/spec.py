@@ -125,12 +125,13 @@ class SearchSpec:
     devices: tuple | None = None
     chunk_size: int | str | None = None
     verbose: bool = True
+    callbacks: tuple = ()
 
     @classmethod
     def create(cls, space, *, population_size=32, generations=10, steps_per_generation=100,
                objective="val_loss", mode=None, seed=0, strategy=None, checkpoint_dir=None,
                overwrite=False, checkpoint_every=1, max_to_keep=3, devices=None,
-               chunk_size=None, verbose=True) -> "SearchSpec":
+               chunk_size=None, verbose=True, callbacks=()) -> "SearchSpec":
         """Validates every keyword; raises ValueError/TypeError naming the bad one."""
         steps = positive_int("steps_per_generation", steps_per_generation)
         gens = positive_int("generations", generations)
@@ -143,16 +144,20 @@ class SearchSpec:
             chunk_size = positive_int("chunk_size", chunk_size)
         if not isinstance(verbose, (bool, np.bool_)):
             raise TypeError(f"verbose must be True or False, got {verbose!r}")
+        if callable(callbacks) or not all(callable(c) for c in callbacks):
+            raise TypeError(f"callbacks must be a list of functions callback(generation), got "
+                            f"{callbacks!r}")
         return cls(space=Space.coerce(space),
                    population_size=positive_int("population_size", population_size),
                    generations=gens, steps_per_generation=steps, objective=objective,
-                   mode=schema.check_mode(default_mode(objective) if mode is None else mode),
+                   mode=schema.check_mode(schema.infer_mode(objective) if mode is None else mode),
                    seed=_seed(seed), strategy=strategies_lib.get(strategy),
                    checkpoint_dir=_directory(checkpoint_dir),
                    overwrite=real_bool("overwrite", overwrite),
                    checkpoint_every=positive_int("checkpoint_every", checkpoint_every),
                    max_to_keep=positive_int("max_to_keep", max_to_keep),
-                   devices=_devices(devices), chunk_size=chunk_size, verbose=bool(verbose))
+                   devices=_devices(devices), chunk_size=chunk_size, verbose=bool(verbose),
+                   callbacks=tuple(callbacks))
 
     @property
     def horizon(self) -> int:
@@ -177,11 +182,6 @@ class SearchSpec:
             "optimizer": describe_callable(task.optimizer),
             "data": data_hash(task), "params": params, "metrics": list(traced.metrics),
         })
-
-
-def default_mode(objective: str) -> str:
-    """"max" for accuracies, else "min"."""
-    return "max" if "accuracy" in objective else "min"
 
 
 def _jsonable(v):
