@@ -131,7 +131,8 @@ class Program:
         """Training-set rows of minibatch ``step`` of the trial whose data key is ``key``.
 
         ``key`` is ``fold_in(fold_in(key(seed), trial_id), 1)``; step ``s``
-        draws from ``k = fold_in(key, s)``. Only the first ``used =
+        draws from ``k = fold_in(key, s)`` (with ``jax.threefry_partitionable``
+        off, as in all of vtune's programs). Only the first ``used =
         clip(floor(fraction * n), B, n)`` rows are drawn from (``B =
         Task.batch_size``): the split is already a seeded shuffle, so that is
         a seeded subsample, the same for every trial. ``B`` rows, with
