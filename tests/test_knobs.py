@@ -357,3 +357,19 @@ def test_a_raw_task_with_a_weighted_loss_trains(data):
         "learning_rate": vtune.fixed(0.05), "batch_size": vtune.choice([8, 32])},
         population_size=4, generations=1, steps_per_generation=2, verbose=False)
     assert {h["examples_seen"] for h in result.history} <= {16, 64}
+
+
+def test_the_plateau_rule_for_an_objective_to_maximise(task):
+    program, *_ = build(task, vtune.Space({"plateau_factor": vtune.fixed(0.5),
+                                           "plateau_patience": vtune.fixed(2)}), 1,
+                        objective="val_accuracy", sign=-1)
+    hp = {"plateau_factor": jnp.float32(0.5), "plateau_patience": jnp.float32(2)}
+    state = {"best": jnp.float32(jnp.inf), "since": jnp.int32(0), "scale": jnp.float32(1)}
+    scales = []
+    for acc in (0.5, 0.6, 0.6, 0.55, 0.7, 0.7, 0.7, 0.7):
+        state = program.plateau_update(state, {"val_accuracy": jnp.float32(acc),
+                                               "diverged": jnp.bool_(False)}, hp)
+        scales.append(float(state["scale"]))
+    # Higher is better: 0.6 -> 0.6 -> 0.55 is two evaluations without improvement.
+    assert scales == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25]
+    assert float(state["best"]) == pytest.approx(-0.7)
