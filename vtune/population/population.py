@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 
 
-@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Population:
     """All trials of a search, each array with the population axis first.
@@ -30,6 +29,12 @@ class Population:
       hparams: ``{name: [P]}`` hyperparameter values (float, or int32 codes).
       trial_id: ``int32[P]``, the trial each slot holds; keys derive from it.
       step: ``int32[P]``, training steps each trial has taken.
+      plateau: ``None`` unless the space tunes plateau decay; then
+        ``{"best": [P], "since": int32[P], "scale": [P]}``: each trial's best
+        signed objective so far (lower is better), evaluations since it
+        improved, and its learning-rate scale. ``None`` is no pytree node at
+        all, so a population without plateau decay has the six children (and
+        checkpoints) it always had.
     """
 
     params: Any
@@ -38,10 +43,23 @@ class Population:
     hparams: dict[str, jax.Array]
     trial_id: jax.Array
     step: jax.Array
+    plateau: dict[str, jax.Array] | None = None
 
     @property
     def size(self) -> int:
         return self.trial_id.shape[0]
+
+
+_FIELDS = ("params", "state", "opt_state", "hparams", "trial_id", "step", "plateau")
+
+
+def _flatten(pop: Population):
+    names = tuple(f for f in _FIELDS if not (f == "plateau" and pop.plateau is None))
+    return [(jax.tree_util.GetAttrKey(f), getattr(pop, f)) for f in names], names
+
+
+jax.tree_util.register_pytree_with_keys(
+    Population, _flatten, lambda names, children: Population(**dict(zip(names, children))))
 
 
 def take(tree, slot):

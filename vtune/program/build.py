@@ -4,7 +4,8 @@
 shapes and dtypes only, nothing compiled or computed) with a recording ``hp``
 mapping, to learn which hyperparameters the task reads, which metrics it
 reports, and the shapes of its parameters. :func:`build` then resolves the
-space against what the task consumes and returns the cached
+space against what the task consumes, checks the opt-in data knobs against
+the task (:func:`check_knobs`) and returns the cached
 :class:`vtune.program.Program`.
 
 Example:
@@ -19,9 +20,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+import numpy as np
 
 from vtune.program.program import Program, get_program
-from vtune.space import Space
+from vtune.space import Choice, Fixed, Space
 from vtune.trial import hparams as hparams_lib
 from vtune.trial.task import Task
 
@@ -68,6 +70,7 @@ def trace(task: Task, space: Space) -> Traced:
                 "train_eval": (_spec(d.x_train), _spec(d.y_train)),
                 "val": (_spec(d.x_val), _spec(d.y_val))}
     where = f"task {task.name!r}"
+    weighted = "batch_size" in space and data is not None
     try:
         out = jax.eval_shape(lambda k: task.init(k, hp), key)
         if not (isinstance(out, tuple) and len(out) == 2):
@@ -76,6 +79,9 @@ def trace(task: Task, space: Space) -> Traced:
         params, state = out
         batch = None if data is None else tuple(
             jax.ShapeDtypeStruct((task.batch_size,) + a.shape[1:], a.dtype) for a in data["train"])
+        if weighted:
+            _check_weighted_loss(task, hp, params, state, batch, key)
+            batch = (*batch, jax.ShapeDtypeStruct((task.batch_size,), hparams_lib.float_dtype()))
         out = jax.eval_shape(lambda *a: task.loss(*a, hp), params, state, batch, key)
         if not (isinstance(out, tuple) and len(out) == 2):
             raise TypeError(f"{where}: loss(params, state, batch, key, hp) must return "
@@ -91,7 +97,7 @@ def trace(task: Task, space: Space) -> Traced:
         if vector:
             raise ValueError(f"{where}: metrics must be scalars, got shapes {vector}")
     except (TypeError, ValueError) as e:
-        if str(e).startswith(where):
+        if isinstance(e, _WeightsIgnored) or str(e).startswith(where):
             raise
         raise ValueError(f"{where} does not run on its data: {e}") from e
     leaves = jax.tree_util.tree_leaves_with_path(params)
@@ -99,12 +105,89 @@ def trace(task: Task, space: Space) -> Traced:
     return Traced(frozenset(hp.read), tuple(sorted(metrics)), shapes)
 
 
-def build(task: Task, space: Space, steps: int, mesh=None, chunk_size=None) -> Built:
+class _WeightsIgnored(ValueError):
+    pass
+
+
+def _check_weighted_loss(task, hp, params, state, batch, key):
+    """The loss accepts ``batch = (x, y, w)`` and its value depends on ``w``."""
+    w = jax.ShapeDtypeStruct((task.batch_size,), hparams_lib.float_dtype())
+    try:
+        jaxpr = jax.make_jaxpr(lambda w, p, s, b, k: task.loss(p, s, (*b, w), k, hp)[0])(
+            w, params, state, batch, key)
+    except (TypeError, ValueError) as e:
+        raise _WeightsIgnored(
+            f"the space tunes batch_size, so task {task.name!r} is called with batch = (x, y, w) "
+            f"(w: a weight per row, summing to 1; the loss must be sum_i w_i * loss_i), and its "
+            f"loss failed on it: {e}") from e
+    w_var = jaxpr.jaxpr.invars[0]
+    uses = [v for eqn in jaxpr.jaxpr.eqns for v in eqn.invars] + list(jaxpr.jaxpr.outvars)
+    if not any(v is w_var for v in uses):
+        raise _WeightsIgnored(
+            f"the space tunes batch_size, but the loss of task {task.name!r} ignores the weights "
+            f"w of batch = (x, y, w): it must return sum_i w_i * loss_i so that a trial's loss is "
+            f"that of its own batch size")
+
+
+def _values(dist):
+    if isinstance(dist, Choice):
+        return list(dist.options)
+    if isinstance(dist, Fixed):
+        return [dist.value]
+    return [dist.lo, dist.hi]
+
+
+def check_knobs(task: Task, space: Space) -> None:
+    """The opt-in data knobs against the task's data and allocation.
+
+    Raises:
+      ValueError (naming the value): ``batch_size`` above the task's
+        allocation (``Task.batch_size``) or its training set, or a task without
+        data; ``class_balance`` on data without integer class labels.
+    """
+    if "batch_size" in space:
+        if task.data is None:
+            raise ValueError("space['batch_size']: the task has no data to draw batches from")
+        for v in _values(space["batch_size"]):
+            if v > task.data.num_train:
+                raise ValueError(f"space['batch_size']: {v!r} exceeds the "
+                                 f"{task.data.num_train} training examples")
+            if v > task.batch_size:
+                raise ValueError(
+                    f"space['batch_size']: {v!r} exceeds the task's allocated batch size "
+                    f"{task.batch_size} (Task.batch_size: every trial draws that many rows and "
+                    f"weights the first batch_size); build the task with batch_size={v!r}")
+    if "class_balance" in space:
+        y = None if task.data is None else task.data.y_train
+        if y is None or not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
+            what = "no data" if y is None else f"targets of dtype {y.dtype}, shape {y.shape}"
+            raise ValueError(f"space['class_balance']: needs integer class labels "
+                             f"(y_train of shape [n]), but task {task.name!r} has {what}")
+
+
+def build(task: Task, space: Space, steps: int, mesh=None, chunk_size=None,
+          objective: str | None = None, sign: float | None = None) -> Built:
     """Validates ``task`` against ``space`` and returns its compiled-program holder.
 
     ``mesh`` (default: all devices) is where the population will be sharded.
-    Nothing is compiled here: the program compiles on its first call.
+    ``objective`` and ``sign`` (+1 minimise, -1 maximise) are what plateau decay
+    watches; a space that tunes it needs them (default: ``val_loss``, or the
+    first metric, minimised). Nothing is compiled here: the program compiles
+    on its first call.
+
+    Raises:
+      ValueError: a task that does not run on its data, a space it does not
+        accept (:func:`vtune.trial.hparams.resolve`, :func:`check_knobs`), or
+        an objective that is not one of its metrics.
     """
     traced = trace(task, space)
     table = hparams_lib.resolve(space, traced.reads, task.optimizer, task.defaults)
-    return Built(get_program(task, table, steps, mesh, chunk_size), table, traced.metrics, traced)
+    check_knobs(task, space)
+    if objective is not None and objective not in traced.metrics:
+        raise ValueError(f"objective {objective!r} is not a metric of this task; "
+                         f"it reports {list(traced.metrics)}")
+    if table.tunes("plateau_factor") and objective is None:
+        objective = "val_loss" if "val_loss" in traced.metrics else traced.metrics[0]
+        sign = 1.0 if sign is None else sign
+    return Built(get_program(task, table, steps, mesh, chunk_size, objective,
+                             1.0 if sign is None else sign), table, traced.metrics, traced)

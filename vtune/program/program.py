@@ -8,7 +8,14 @@ fresh slots, set hyperparameters). Hyperparameters are arguments, never
 constants, so new values do not recompile.
 
 Randomness belongs to the trial: ``fold_in(key(seed), trial_id)`` gives the
-trial key, from which its init, minibatch order and dropout masks derive.
+trial key, from which its init (stream 0), minibatch order (stream 1) and
+dropout masks (stream 2) derive; :meth:`Program.indices` documents the draw.
+
+Opt-in knobs (:data:`vtune.trial.hparams.OPT_IN`) change the program only in
+searches that tune them: ``batch_size`` weights the rows of the batch the loss
+receives, ``class_balance`` replaces the uniform draw by a categorical one, and
+plateau decay adds ``Population.plateau``, updated after each evaluation from
+the objective the program was built for.
 
 The population axis is sharded over a 1-D device mesh (:mod:`vtune.sharding`);
 every output of ``init``, ``train`` and ``refill`` keeps that layout, so
@@ -84,6 +91,9 @@ class Program:
       mesh: the devices the population is sharded over (default: all).
       chunk_size: train this many trials at a time (``lax.map`` over vmapped
         chunks) to bound activation memory; ``None`` trains all at once.
+      objective, sign: the metric plateau decay watches and ``+1`` to minimise
+        it, ``-1`` to maximise; needed (and used) only when the table tunes
+        ``plateau_factor`` / ``plateau_patience``.
 
     The jitted entry points take the search's ``seed`` (a uint32 scalar) and
     build its key inside, so every process of a multi-host run passes the
@@ -94,8 +104,17 @@ class Program:
     """
 
     def __init__(self, task: Task, table: hparams_lib.HParamTable, steps: int,
-                 mesh: Mesh | None = None, chunk_size: int | None = None):
+                 mesh: Mesh | None = None, chunk_size: int | None = None,
+                 objective: str | None = None, sign: float | None = None):
         self.task, self.table, self.steps, self.chunk_size = task, table, steps, chunk_size
+        self.weighted = table.tunes("batch_size")
+        self.balanced = table.tunes("class_balance")
+        self.plateau = table.tunes("plateau_factor")
+        if self.plateau and (objective is None or sign not in (1, -1)):
+            raise ValueError(f"plateau decay needs the objective and its sign (+1 or -1); "
+                             f"got objective={objective!r}, sign={sign!r}")
+        self.objective, self.sign = (objective, float(sign)) if self.plateau else (None, None)
+        self.num_classes = task.data.num_classes if self.balanced else None
         self.mesh = sharding.make_mesh() if mesh is None else mesh
         self._make_tx = hparams_lib.make_optimizer(task.optimizer)
         self.traces = collections.Counter()
@@ -123,28 +142,64 @@ class Program:
         params, state = self.task.init(key, hp)
         return params, state, self._tx(hp, params).init(params)
 
-    def minibatch(self, data, key, step, fraction):
-        """Minibatch ``step`` of the trial, drawn uniformly with replacement.
+    def indices(self, data, key, step, fraction, balance=None):
+        """Training-set rows of minibatch ``step`` of the trial whose data key is ``key``.
 
-        Only the first ``fraction`` of the training set is used (at least one
-        batch's worth): the split is already a seeded shuffle, so that is a
-        seeded subsample, the same for every trial. With replacement because a
-        per-step permutation (a sort over the whole training set) cost 45% of
-        the throughput of the digits MLP at P=64 on CPU.
+        ``key`` is ``fold_in(fold_in(key(seed), trial_id), 1)``; step ``s``
+        draws from ``k = fold_in(key, s)`` (with ``jax.threefry_partitionable``
+        off, as in all of vtune's programs). Only the first ``used =
+        clip(floor(fraction * n), B, n)`` rows are drawn from (``B =
+        Task.batch_size``): the split is already a seeded shuffle, so that is
+        a seeded subsample, the same for every trial. ``B`` rows, with
+        replacement (a per-step permutation, a sort over the whole training
+        set, cost 45% of the throughput of the digits MLP at P=64 on CPU):
+
+        * ``balance is None`` (the space does not tune ``class_balance``):
+          ``randint(k, (B,), 0, used)``, uniform;
+        * else row ``i < used`` has weight ``c_i ** -balance``, ``c_i`` the
+          number of rows ``< used`` of its class; with ``cdf`` the cumulative
+          sum of the weights, the rows are ``searchsorted(cdf, uniform(k, (B,))
+          * cdf[-1], side="right")`` (clipped to ``used - 1``).
+        """
+        x, y = data["train"]
+        n, b = x.shape[0], self.task.batch_size
+        used = jnp.clip(jnp.floor(fraction * n).astype(jnp.int32), b, n)
+        k = jax.random.fold_in(key, step)
+        if balance is None:
+            return jax.random.randint(k, (b,), 0, used)
+        inside = jnp.arange(n) < used
+        counts = jnp.zeros(self.num_classes, balance.dtype).at[y].add(inside.astype(balance.dtype))
+        weight = jnp.where(inside, jnp.exp(-balance * jnp.log(jnp.maximum(counts[y], 1))), 0)
+        cdf = jnp.cumsum(weight)
+        u = jax.random.uniform(k, (b,), cdf.dtype) * cdf[-1]
+        return jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, used - 1)
+
+    def minibatch(self, data, key, step, fraction, balance=None, size=None):
+        """Minibatch ``step`` of the trial: ``(x, y)`` at the rows of :meth:`indices`.
+
+        With ``size`` (the trial's ``batch_size``), ``(x, y, w)``: ``w`` is
+        ``1/size`` on the first ``size`` rows and 0 on the rest.
         """
         if data is None:
             return None
         x, y = data["train"]
-        n, b = x.shape[0], self.task.batch_size
-        used = jnp.clip(jnp.floor(fraction * n).astype(jnp.int32), b, n)
-        idx = jax.random.randint(jax.random.fold_in(key, step), (b,), 0, used)
-        return x[idx], y[idx]
+        idx = self.indices(data, key, step, fraction, balance)
+        if size is None:
+            return x[idx], y[idx]
+        rows = jnp.arange(idx.shape[0], dtype=size.dtype)
+        return x[idx], y[idx], jnp.where(rows < size, 1 / size, 0).astype(size.dtype)
 
     def train_step(self, trial, data, seed_key, horizon):
-        """One optimizer step of one trial. ``trial = (params, state, opt_state, hp, id, step)``."""
-        params, state, opt_state, hp, tid, step = trial
+        """One optimizer step of one trial.
+
+        ``trial = (params, state, opt_state, hp, id, step)``, plus the trial's
+        plateau state when the program has plateau decay.
+        """
+        params, state, opt_state, hp, tid, step, *plateau = trial
         key = trial_key(seed_key, tid)
-        batch = self.minibatch(data, jax.random.fold_in(key, _DATA), step, hp["train_fraction"])
+        batch = self.minibatch(data, jax.random.fold_in(key, _DATA), step, hp["train_fraction"],
+                               hp["class_balance"] if self.balanced else None,
+                               hp["batch_size"] if self.weighted else None)
         step_key = jax.random.fold_in(jax.random.fold_in(key, _STEP), step)
 
         def objective(p):
@@ -155,11 +210,32 @@ class Program:
         grads, state = jax.grad(objective, has_aux=True)(params)
         values = {n: hp[n] for n in self.table.optimizer}
         values["learning_rate"] = values["learning_rate"] * hparams_lib.lr_factor(hp, step, horizon)
+        if plateau:
+            values["learning_rate"] = values["learning_rate"] * plateau[0]["scale"]
         values = {n: v.astype(opt_state.hyperparams[n].dtype) for n, v in values.items()}
         opt_state = opt_state._replace(hyperparams=values)
         updates, opt_state = self._tx(hp, params).update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        return params, state, opt_state, hp, tid, step + 1
+        return (params, state, opt_state, hp, tid, step + 1, *plateau)
+
+    def plateau_update(self, plateau, metrics, hp):
+        """One evaluation of the plateau rule (see :mod:`vtune.trial.hparams`).
+
+        The signed objective (NaN when the trial diverged, which never
+        improves) either beats ``best`` (then ``since = 0``) or adds one to
+        ``since``; at ``since >= plateau_patience`` the scale is multiplied by
+        ``plateau_factor`` and ``since`` reset.
+        """
+        best = plateau["best"]
+        score = (self.sign * metrics[self.objective]).astype(best.dtype)
+        score = jnp.where(metrics["diverged"], jnp.nan, score)
+        better = score < best
+        since = jnp.where(better, 0, plateau["since"] + 1)
+        drop = since >= hp["plateau_patience"]
+        factor = hp["plateau_factor"].astype(plateau["scale"].dtype)
+        return {"best": jnp.where(better, score, best),
+                "since": jnp.where(drop, 0, since).astype(plateau["since"].dtype),
+                "scale": jnp.where(drop, plateau["scale"] * factor, plateau["scale"])}
 
     def evaluate_trial(self, params, state, data, hp, seed_key=None, trial_id=None):
         """The task's metrics plus ``diverged``.
@@ -195,6 +271,8 @@ class Program:
                 b = self.task.batch_size
                 k = max(1, x.shape[0] // b)
                 chunks = jax.tree.map(lambda a: a[:k * b].reshape(k, b, *a.shape[1:]), (x, y))
+                if self.weighted:  # the loss then takes (x, y, w): every row of a chunk counts
+                    chunks = (*chunks, jnp.full((k, b), 1.0 / b, hp["batch_size"].dtype))
                 ref, now = jax.lax.map(both, chunks).mean(0)
             usable = jnp.isfinite(ref) & (ref > 0)
             diverged |= usable & ~(now <= BLOWN_UP * ref)
@@ -206,8 +284,11 @@ class Program:
         """``steps`` steps of one trial, then its metrics (the unbatched program)."""
         trial = jax.lax.fori_loop(
             0, self.steps, lambda _, t: self.train_step(t, data, seed_key, horizon), trial)
-        params, state, _, hp, tid, _ = trial
-        return trial, self.evaluate_trial(params, state, data, hp, seed_key, tid)
+        params, state, _, hp, tid, _, *plateau = trial
+        metrics = self.evaluate_trial(params, state, data, hp, seed_key, tid)
+        if plateau:
+            trial = (*trial[:6], self.plateau_update(plateau[0], metrics, hp))
+        return trial, metrics
 
     # --- the population ------------------------------------------------------
 
@@ -217,13 +298,21 @@ class Program:
 
     def _fresh(self, seed_key, trial_id, hp) -> Population:
         params, state, opt_state = jax.vmap(self.init_trial, (None, 0, 0))(seed_key, trial_id, hp)
+        plateau = None
+        if self.plateau:
+            dtype = hparams_lib.float_dtype()
+            plateau = {"best": jnp.full(trial_id.shape, jnp.inf, dtype),
+                       "since": jnp.zeros(trial_id.shape, jnp.int32),
+                       "scale": jnp.ones(trial_id.shape, dtype)}
         return Population(params, state, opt_state, dict(hp), trial_id,
-                          jnp.zeros_like(trial_id))
+                          jnp.zeros_like(trial_id), plateau)
 
     def _train(self, pop: Population, data, seed, horizon):
         self.traces["train"] += 1
         seed_key = jax.random.key(seed)
         trial = (pop.params, pop.state, pop.opt_state, pop.hparams, pop.trial_id, pop.step)
+        if self.plateau:
+            trial += (pop.plateau,)
         one = lambda t: self.train_trial(t, data, seed_key, horizon)
         if self.chunk_size is None:
             trial, metrics = jax.vmap(one)(trial)
@@ -232,13 +321,17 @@ class Program:
         return Population(*trial), metrics
 
     def _refill(self, pop: Population, parent, fresh, hp: Mapping, trial_id, seed):
-        """Slot ``i`` becomes a copy of slot ``parent[i]``, or a fresh trial where ``fresh[i]``."""
+        """Slot ``i`` becomes a copy of slot ``parent[i]``, or a fresh trial where ``fresh[i]``.
+
+        A copy takes everything of its parent but the hyperparameters and id
+        (params, optimizer and plateau state, step); a fresh trial starts anew.
+        """
         self.traces["refill"] += 1
         kept = jax.tree.map(lambda x: x[parent], pop)
         new = self._fresh(jax.random.key(seed), trial_id, hp)
         chosen = where(fresh, new, kept)
         return Population(chosen.params, chosen.state, chosen.opt_state, dict(hp), trial_id,
-                          chosen.step)
+                          chosen.step, chosen.plateau)
 
 
 _CACHE: "collections.OrderedDict[tuple, Program]" = collections.OrderedDict()
@@ -257,15 +350,19 @@ def clear_cache() -> None:
 
 
 def get_program(task: Task, table: hparams_lib.HParamTable, steps: int,
-                mesh: Mesh | None = None, chunk_size: int | None = None) -> Program:
+                mesh: Mesh | None = None, chunk_size: int | None = None,
+                objective: str | None = None, sign: float | None = None) -> Program:
     """A cached :class:`Program`: searches that share the task, the hyperparameter
-    names and dtypes, the steps per generation and the mesh reuse its compiled
-    functions."""
+    names and dtypes, the steps per generation and the mesh (and, with plateau
+    decay, the objective and its sign) reuse its compiled functions."""
     mesh = sharding.make_mesh() if mesh is None else mesh
+    if not table.tunes("plateau_factor"):
+        objective, sign = None, None  # the program does not read them
     key = (task, steps, mesh, chunk_size, table.optimizer,
-           tuple((n, str(table.dtype(n))) for n in table.names))
+           tuple((n, str(table.dtype(n))) for n in table.names), objective,
+           None if sign is None else float(sign))
     if key not in _CACHE:
-        _CACHE[key] = Program(task, table, steps, mesh, chunk_size)
+        _CACHE[key] = Program(task, table, steps, mesh, chunk_size, objective, sign)
         if len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
     _CACHE.move_to_end(key)

@@ -77,10 +77,12 @@ class SearchResult:
       history: one row (a dict) per generation and slot: ``generation``,
         ``slot``, ``trial_id``, ``parent_id`` (-1 for a trial sampled fresh,
         else the trial it was cloned from), ``step`` (training steps the
-        trial has taken, inherited on cloning), ``examples_seen`` (step ×
-        batch size), ``wall_time`` (seconds since the search started, at
-        this evaluation), ``status`` (alive | pruned | diverged, see
-        :data:`STATUSES`), every hyperparameter and every metric.
+        trial has taken, inherited on cloning), ``examples_seen`` (training
+        examples: each step counts the trial's own ``batch_size`` where the
+        space tunes it, else the task's; inherited on cloning), ``wall_time``
+        (seconds since the search started, at this evaluation), ``status``
+        (alive | pruned | diverged, see :data:`STATUSES`), every
+        hyperparameter and every metric.
       objective: the metric optimised; mode: "min" or "max".
       tuned: the names of the searched hyperparameters (the space's).
       space: the searched space, when known (plots use it for log axes and

@@ -42,6 +42,9 @@ class _Host:
     """Everything the driver keeps on the host; checkpointed as JSON.
 
     ``generation`` counts completed generations; arrays are per slot.
+    ``examples`` counts the training examples each slot's trial has seen: its
+    own batch size per step (the task's where the space does not tune it),
+    inherited by clones like ``step``.
     """
 
     generation: int
@@ -54,6 +57,7 @@ class _Host:
     history: list
     best: dict | None
     elapsed: float
+    examples: np.ndarray | None = None
 
 
 def population_search(
@@ -153,10 +157,9 @@ def run(task: Task, spec: SearchSpec) -> SearchResult:
                                      device=mesh.devices.flat[0])
         per_device = size // mesh.devices.size
         chunk_size = None if fits >= per_device else max(fits, 1)
-    program, table, metric_names, traced = build(task, space, steps, mesh, chunk_size)
-    if objective not in metric_names:
-        raise ValueError(f"objective {objective!r} is not a metric of this task; "
-                         f"it reports {list(metric_names)}")
+    sign = mode_sign(spec.mode)
+    program, table, metric_names, traced = build(task, space, steps, mesh, chunk_size,
+                                                 objective, sign)
     ckpt = None
     if spec.checkpoint_dir is not None:
         ckpt = Checkpointer(spec.checkpoint_dir, spec.identity(task, traced),
@@ -164,8 +167,8 @@ def run(task: Task, spec: SearchSpec) -> SearchResult:
 
     data = sharding.place(task.host_data(), sharding.replicated(mesh))
     horizon = np.int32(spec.horizon)
-    sign = mode_sign(spec.mode)
-    host, pop, best_params = _start(program, table, strat, space, size, seed, ckpt)
+    host, pop, best_params = _start(program, table, strat, space, size, seed, ckpt,
+                                    task.batch_size)
     clock = time.perf_counter() - host.elapsed
     if ckpt is not None and host.generation:
         _say(spec, f"resuming {str(spec.checkpoint_dir)!r} from generation {host.generation} "
@@ -233,7 +236,7 @@ def _notify(spec: SearchSpec, host: _Host, generation: int, rows: list) -> None:
         callback(report)
 
 
-def _start(program, table, strat, space, size, seed, ckpt):
+def _start(program, table, strat, space, size, seed, ckpt, batch_size):
     """The first generation's host state and population, or the checkpointed ones."""
     sstate, configs = strat.ask(strat.init(seed, space, size))
     trial_id = np.arange(size, dtype=np.int32)
@@ -241,7 +244,8 @@ def _start(program, table, strat, space, size, seed, ckpt):
     encoded = table.encode(table.complete(configs, size))
     host = _Host(generation=0, trial_id=trial_id, parent_id=np.full(size, -1, np.int64),
                  step=np.zeros(size, np.int64), next_id=size, configs=configs,
-                 strategy=sstate, history=[], best=None, elapsed=0.0)
+                 strategy=sstate, history=[], best=None, elapsed=0.0,
+                 examples=np.zeros(size, np.int64))
     if ckpt is not None and ckpt.resuming:
         shapes = jax.eval_shape(program.init, np.uint32(seed), trial_id, encoded)
         best_shapes = jax.eval_shape(program.take, shapes.params, np.int32(0))
@@ -250,8 +254,10 @@ def _start(program, table, strat, space, size, seed, ckpt):
         if restored is not None:
             pop, best_params, saved = restored
             fields = {f.name: getattr(host, f.name) for f in dataclasses.fields(host)}
-            return dataclasses.replace(host, **{
-                k: decode(v, fields[k]) for k, v in saved.items()}), pop, best_params
+            host = dataclasses.replace(host, **{k: decode(v, fields[k]) for k, v in saved.items()})
+            if "examples" not in saved:  # written before examples were counted per trial
+                host = dataclasses.replace(host, examples=np.asarray(host.step) * batch_size)
+            return host, pop, best_params
     return host, program.init(np.uint32(seed), *sharding.place((trial_id, encoded), split)), None
 
 
@@ -262,10 +268,13 @@ def _record(host: _Host, m, pop, program, table, objective, mode, steps, batch_s
     g, size = host.generation, len(host.trial_id)
     step = host.step + steps
     values = table.complete(host.configs, size)
+    per_step = (np.asarray(values["batch_size"]).astype(np.int64) if "batch_size" in values
+                else batch_size)
+    examples = np.asarray(host.examples) + steps * per_step
     diverged = np.asarray(m["diverged"]) | ~np.isfinite(m[objective])
     rows = [{"generation": g, "slot": i, "trial_id": int(host.trial_id[i]),
              "parent_id": int(host.parent_id[i]), "step": int(step[i]),
-             "examples_seen": int(step[i]) * batch_size, "wall_time": wall,
+             "examples_seen": int(examples[i]), "wall_time": wall,
              "status": "diverged" if diverged[i] else "alive",
              **{k: _py(v[i]) for k, v in values.items()},
              **{k: _py(v[i]) for k, v in m.items() if k != "diverged"}}
@@ -285,8 +294,8 @@ def _record(host: _Host, m, pop, program, table, objective, mode, steps, batch_s
                     "generation": g, "step": int(step[i]),
                     "encoded_hparams": {k: v[i] for k, v in encoded.items()}}
             best_params = program.take(pop.params, np.int32(i))
-    return dataclasses.replace(host, step=step, history=host.history + rows, best=best), \
-        best_params
+    return dataclasses.replace(host, step=step, examples=examples, history=host.history + rows,
+                               best=best), best_params
 
 
 def _advance(host: _Host, strat, program, pop, table, sign, objective, seed):
@@ -311,6 +320,7 @@ def _advance(host: _Host, strat, program, pop, table, sign, objective, seed):
     return dataclasses.replace(
         host, trial_id=trial_id, next_id=host.next_id + int(new.sum()), configs=dec.configs,
         strategy=sstate, step=np.where(fresh, 0, host.step[parent]),
+        examples=np.where(fresh, 0, host.examples[parent]),
         parent_id=np.where(fresh, -1, np.where(new, host.trial_id[parent], host.parent_id)),
     ), pop
 

@@ -9,13 +9,43 @@ trial), so new values never recompile. Four roles consume them:
 * schedule: ``schedule`` (constant | cosine | step), ``warmup`` and, for step
   decay, ``decay_rate`` and ``decay_every``, computed inside the step;
 * data: ``train_fraction``, the share of the training set a trial samples
-  from (coarse stages of a search train on a subsample);
+  from (coarse stages of a search train on a subsample), and two opt-in knobs
+  (see below): ``batch_size`` and ``class_balance``;
+* plateau: ``plateau_factor`` and ``plateau_patience`` (opt-in, see below);
 * loss: ``l2`` (added to the loss as ``l2/2 * sum(w**2)`` over weight matrices);
 * model: whatever the task's model reads from ``hp`` (``dropout``, ``init``,
   ``init_scale``, ``activation``, or names of the user's own).
 
 String values travel as int32 codes: the index in :data:`CATEGORIES` for the
 names vtune knows, else the index in the space's ``choice`` options.
+
+Opt-in knobs (:data:`OPT_IN`): they exist only in searches whose space names
+them, so a search that does not tune them runs exactly the program it ran
+before (same minibatches, same loss, same population pytree).
+
+* ``batch_size`` (integers in ``[1, Task.batch_size]``, e.g.
+  ``vtune.choice([32, 64, 128])``): every trial draws ``Task.batch_size``
+  examples (the allocation ``B``); the first ``b`` carry weight ``1/b``, the
+  rest 0, and the loss is the weighted sum, so loss and gradient are those of
+  a batch of ``b``. The task's loss then receives ``batch = (x, y, w)``
+  (:mod:`vtune.trial.task` states the contract). ``examples_seen`` in the
+  history counts ``b`` per step.
+* ``class_balance`` β in ``[0, 1]``, integer labels only: example ``i`` of the
+  trial's training subset (the leading ``train_fraction``) is drawn, with
+  replacement, with probability ∝ ``count(y_i)**-β``, the counts taken over
+  that subset: 0 keeps the subset's class frequencies, 1 makes the classes
+  equally likely.
+* ``plateau_factor`` in ``(0, 1]`` (1 = off) and ``plateau_patience``
+  (evaluations, an integer >= 1; defaults :data:`DEFAULTS`): each trial keeps,
+  on device, its best objective so far, the evaluations since it improved and
+  a learning-rate scale. At every evaluation (the end of a generation) a
+  strictly better objective resets the counter; otherwise the counter grows,
+  and when it reaches ``patience`` the scale is multiplied by the factor and
+  the counter reset (the best is kept). The scale multiplies the learning rate
+  next to the schedule. A clone inherits its parent's state; a fresh trial
+  starts at scale 1.
+
+None of them is init-only: a PBT clone may change all four.
 """
 
 from __future__ import annotations
@@ -31,7 +61,7 @@ import numpy as np
 import optax
 
 from vtune import nn
-from vtune.space import Choice, Fixed, Space
+from vtune.space import Choice, Fixed, IntUniform, Space
 
 SCHEDULES = ("constant", "cosine", "step")
 
@@ -53,6 +83,9 @@ DEFAULTS = {
     "init": "he_normal",
     "init_scale": 1.0,
     "activation": "relu",
+    "class_balance": 0.0,
+    "plateau_factor": 1.0,
+    "plateau_patience": 3,
 }
 
 #: Legal ranges: (low, high, low_inclusive, high_inclusive).
@@ -71,7 +104,14 @@ BOUNDS = {
     "dropout": (0.0, 1.0, True, False),
     "train_fraction": (0.0, 1.0, False, True),
     "init_scale": (0.0, math.inf, False, False),
+    "batch_size": (1, math.inf, True, False),
+    "class_balance": (0.0, 1.0, True, True),
+    "plateau_factor": (0.0, 1.0, False, True),
+    "plateau_patience": (1, math.inf, True, False),
 }
+
+#: Hyperparameters that must take integer values.
+INTEGER = ("batch_size", "plateau_patience")
 
 #: Hyperparameters that act only when a trial is initialised: a clone inherits
 #: its parent's weights, so changing them on a clone would change nothing.
@@ -80,6 +120,12 @@ INIT_ONLY = ("init", "init_scale")
 SCHEDULE_NAMES = ("schedule", "warmup", "decay_rate", "decay_every")
 LOSS_NAMES = ("l2",)
 DATA_NAMES = ("train_fraction",)
+PLATEAU_NAMES = ("plateau_factor", "plateau_patience")
+#: Knobs present only when the space names one of their group; the group's
+#: other names then take their defaults. ``batch_size`` defaults to the
+#: task's allocation (it is never filled in alone).
+OPT_IN = {"batch_size": ("batch_size",), "class_balance": ("class_balance",),
+          "plateau_factor": PLATEAU_NAMES, "plateau_patience": PLATEAU_NAMES}
 
 
 def float_dtype():
@@ -221,6 +267,9 @@ def _check_bounds(name: str, dist) -> None:
         return
     if name not in BOUNDS:
         return
+    if name in INTEGER and not isinstance(dist, (Choice, Fixed, IntUniform)):
+        raise ValueError(f"space[{name!r}]: {dist!r} takes non-integer values; {name} is an "
+                         f"integer: use vtune.choice([...]) of ints or vtune.intuniform(...)")
     lo, hi, lo_in, hi_in = BOUNDS[name]
     if isinstance(dist, Choice):
         values = dist.options
@@ -237,6 +286,8 @@ def _check_bounds(name: str, dist) -> None:
                             f"{interval}")
         if not ok:
             raise ValueError(f"space[{name!r}]: {v!r} is outside the legal range {interval}")
+        if name in INTEGER and not (isinstance(v, (int, np.integer)) or float(v).is_integer()):
+            raise ValueError(f"space[{name!r}]: {v!r} is not an integer")
 
 
 def value_dtype(name: str, space: Space):
@@ -259,6 +310,10 @@ class HParamTable:
     space: Space
     defaults: Mapping[str, Any]
     optimizer: tuple[str, ...]
+
+    def tunes(self, name: str) -> bool:
+        """Whether the opt-in knob ``name`` (:data:`OPT_IN`) is part of this search."""
+        return name in self.names
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -301,12 +356,15 @@ def resolve(space: Space, model_reads: set[str], optimizer: Callable,
     """
     opt = optimizer_hparams(optimizer)
     accepted = set(opt) | set(SCHEDULE_NAMES) | set(LOSS_NAMES) | set(DATA_NAMES) | set(model_reads)
-    unknown = [n for n in space.names if n not in accepted]
+    unknown = [n for n in space.names if n not in accepted | set(OPT_IN)]
     if unknown:
         raise ValueError(f"hyperparameter(s) {unknown} are consumed by nothing in this task; "
-                         f"it accepts {sorted(accepted)}")
+                         f"it accepts {sorted(accepted | set(OPT_IN))}")
     for name in space.names:
         _check_bounds(name, space[name])
+    # An opt-in group takes part when the space names one of its members.
+    for name in space.names:
+        accepted |= set(OPT_IN.get(name, ()))
     defaults = {}
     for name in sorted(accepted - set(space.names)):
         if name in task_defaults:

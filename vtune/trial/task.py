@@ -7,7 +7,14 @@ traced scalars (see :mod:`vtune.trial.hparams`).
 * ``init(key, hp) -> (params, state)``: trainable params and any other
   per-trial model state (batch statistics, ...; ``{}`` if none);
 * ``loss(params, state, batch, key, hp) -> (loss, state)``: mean training loss
-  of one minibatch ``batch = (x, y)`` (``None`` for a task without data);
+  of one minibatch ``batch = (x, y)`` (``None`` for a task without data). When
+  the space tunes ``batch_size``, ``batch = (x, y, w)`` instead: ``Task.batch_size``
+  rows and a weight per row (``1/b`` on the first ``b``, 0 on the rest, summing
+  to 1), and the loss must be the weighted sum of per-example losses,
+  ``sum_i w_i * loss_i``, so that it and its gradient are those of the batch of
+  ``b``. A loss that does not use ``w`` is refused before anything compiles.
+  Layers that mix examples (batch statistics) see all ``Task.batch_size`` rows;
+  only the loss is weighted.
 * ``metrics(params, state, data, hp) -> {name: scalar}``: evaluation, where
   ``data = {"train": (x, y), "val": (x, y)}`` (``None`` without data).
 
@@ -41,7 +48,8 @@ class Task:
       loss: ``(params, state, batch, key, hp) -> (scalar loss, state)``.
       metrics: ``(params, state, data, hp) -> dict`` of scalars.
       data: the train/validation split, or ``None``.
-      batch_size: minibatch size (ignored without data).
+      batch_size: minibatch size (ignored without data); when the space tunes
+        ``batch_size``, the allocation: the largest batch a trial may use.
       optimizer: an optax factory such as ``optax.adamw`` (default) or
         ``optax.sgd``; its numeric arguments become hyperparameters.
       defaults: default values for hyperparameters the space leaves out,
@@ -136,7 +144,11 @@ def from_nnx(model: Callable[[Mapping, nnx.Rngs], nnx.Module], data: Dataset, *,
         :class:`vtune.nn.Dropout` for dropout and :func:`vtune.nn.kernel_init`
         for per-trial init schemes. Its ``__call__(x)`` returns predictions.
       data: the train/validation split.
-      loss: ``loss(predictions, targets) -> scalar`` mean over the batch.
+      loss: ``loss(predictions, targets) -> scalar`` mean over the batch of
+        per-example terms. When the space tunes ``batch_size``, vtune calls it
+        on each example alone (``loss(pred[i:i+1], y[i:i+1])``, vmapped) and
+        takes the weighted sum, so it must be such a mean (cross-entropy, squared
+        error... are).
       classification: also report ``train_accuracy`` and ``val_accuracy``.
       batch_size, optimizer, defaults, name: as in :class:`Task`.
 
@@ -218,8 +230,13 @@ def from_nnx(model: Callable[[Mapping, nnx.Rngs], nnx.Module], data: Dataset, *,
 
     def nnx_loss(params, state, batch, key, hp):
         m = merge(params, state, hp, key)
-        x, y = batch
-        value = loss(predict(m, x, y), y)
+        x, y, *weights = batch
+        pred = predict(m, x, y)
+        if weights:  # the space tunes batch_size: a weighted sum of per-example losses
+            each = jax.vmap(lambda p, t: loss(p[None], t[None]))(pred, y)
+            value = jnp.sum(weights[0] * each)
+        else:
+            value = loss(pred, y)
         return value, nnx.split(m, nnx.Param, nn.HParam, nnx.RngState, ...)[4]
 
     def nnx_metrics(params, state, data, hp):
