@@ -75,7 +75,9 @@ def build(task: Task, space: Space, steps: int, mesh=None, chunk_size=None):
       the resolved :class:`vtune.hparams.HParamTable` and the task's metrics.
     """
     model_reads, metric_names = _abstract(task, space)
-    table = hparams_lib.resolve(space, model_reads, task.optimizer, task.defaults)
+    # The structure the model allocates (e.g. a width's maximum) bounds the space.
+    specs = task.model_hparams(lambda name: hparams_lib.value_dtype(name, space))
+    table = hparams_lib.resolve(space, model_reads, task.optimizer, task.defaults, specs)
     return get_program(task, table, steps, mesh, chunk_size), table, metric_names
 
 
