@@ -5,6 +5,12 @@ so a layer may not branch on it in Python. ``flax.nnx.Dropout`` checks
 ``rate == 0`` in Python and fails on a traced rate; the layers here take array
 hyperparameters and stay one compiled program for every value.
 
+Structure is data too: :class:`MaskedLinear` and :class:`MaskedMLP` are
+allocated at the largest width and depth a search allows, and each trial
+computes exactly the smaller network its ``width`` / ``depth`` hyperparameters
+name (masked units through :mod:`vtune.kernels.masked`, skipped layers by a
+select), initialised at its actual fans (:func:`kernel_init`).
+
 Example:
     >>> import jax.numpy as jnp
     >>> from flax import nnx
@@ -443,7 +449,7 @@ def hparam_bounds(module: nnx.Module) -> dict[str, tuple]:
         >>> hp = {"width": jnp.float32(8), "depth": jnp.float32(2)}
         >>> mlp = vtune.nn.MaskedMLP(4, 16, 3, 2, hp=hp, rngs=nnx.Rngs(0))
         >>> vtune.nn.hparam_bounds(mlp)
-        {'width': (1, 16), 'depth': (1, 3)}
+        {'depth': (1, 3), 'width': (1, 16)}
     """
     return {n: (s.get("low", -math.inf), s.get("high", math.inf))
             for n, s in hparam_specs(module).items() if "low" in s or "high" in s}
