@@ -284,3 +284,22 @@ def test_unequal_hidden_sizes_tune_per_layer_widths(tiny_data):
     assert all(1 <= r["width_2"] <= 12 and r["width_1"] == 12 for r in result.history)
     with pytest.raises(ValueError, match=r"\['width'\].*consumed by nothing"):
         vtune.population_search(task, {"width": vtune.intuniform(1, 8)}, verbose=False)
+
+
+def test_pbt_clones_keep_their_structure_and_the_program_compiles_once(small_task, compiles):
+    space = {"width": vtune.intuniform(1, 8), "depth": vtune.intuniform(1, 2),
+             "learning_rate": vtune.loguniform(1e-3, 1e-1)}
+    strategy = vtune.strategies.pbt(quantile=0.5, resample_probability=1.0)
+    result = vtune.population_search(small_task, space, population_size=4, generations=3,
+                                     steps_per_generation=2, strategy=strategy, verbose=False)
+    rows = {(r["generation"], r["trial_id"]): r for r in result.history}
+    clones = [r for r in result.history if r["parent_id"] >= 0 and r["generation"] > 0]
+    assert clones, "PBT cloned nobody"
+    for r in clones:
+        parent = rows.get((r["generation"] - 1, r["parent_id"]))
+        if parent is not None:  # the clone's first generation: its parent's structure
+            assert (r["width"], r["depth"]) == (parent["width"], parent["depth"])
+    # Every hyperparameter was redrawn (resample_probability 1) except the structure.
+    assert any(r["learning_rate"] != rows[(r["generation"] - 1, r["parent_id"])]
+               ["learning_rate"] for r in clones if (r["generation"] - 1, r["parent_id"]) in rows)
+    assert compiles["_train"] == 1, dict(compiles)
