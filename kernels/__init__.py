@@ -6,8 +6,10 @@ their reference implementation, measured by ``benchmarks/dense_layer.py`` and
 tested to compute the same thing (``tests/test_kernels.py``).
 
 * :mod:`vtune.kernels.dense`: the population dense layer ``[P, B, I] x [P, I, O]``.
+* :mod:`vtune.kernels.masked`: the masked dense layer (width as data) that
+  :class:`vtune.nn.MaskedLinear` calls, beside its unmasked reference.
 """
 
-from vtune.kernels import dense
+from vtune.kernels import dense, masked
 
-__all__ = ["dense"]
+__all__ = ["dense", "masked"]

@@ -68,8 +68,9 @@ SEED, STEPS = 5, 60
 
 def forward(params, x):
     """The 8-8-4 relu MLP, written from its parameter dict."""
-    h = jax.nn.relu(x @ params["layers"][0]["kernel"] + params["layers"][0]["bias"])
-    return h @ params["layers"][1]["kernel"] + params["layers"][1]["bias"]
+    hidden, out = params["mlp"]["hidden"][0], params["mlp"]["out"]
+    h = jax.nn.relu(x @ hidden["kernel"] + hidden["bias"])
+    return h @ out["kernel"] + out["bias"]
 
 
 def mean_ce(params, x, y):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 
@@ -13,38 +14,73 @@ from vtune.trial.hparams import float_dtype
 from vtune.trial.task import Task, from_nnx
 
 
+class _WithDefaults(Mapping):
+    """``hp`` where the names it lacks read as the given defaults (a plain dict of a
+    model loaded outside vtune need not name the structure)."""
+
+    def __init__(self, hp, defaults):
+        self._hp, self._defaults = hp, defaults
+
+    def __getitem__(self, name):
+        try:
+            return self._hp[name]
+        except KeyError:
+            if name in self._defaults:
+                return self._defaults[name]
+            raise
+
+    def __iter__(self):
+        return iter(self._hp)
+
+    def __len__(self):
+        return len(self._hp)
+
+
+def structure_names(hidden_sizes: Sequence[int]) -> dict[str, int]:
+    """The structural hyperparameters of an MLP with ``hidden_sizes``, with their defaults.
+
+    Equal sizes: ``width`` (the size) and ``depth``; unequal sizes: one
+    ``width_k`` per hidden layer (k from 1) and ``depth``. Either way the
+    hidden layers are allocated at ``max(hidden_sizes)`` and the stack at
+    ``len(hidden_sizes)``, and the defaults compute the network ``hidden_sizes``
+    names.
+    """
+    if len(set(hidden_sizes)) == 1:
+        widths = {"width": hidden_sizes[0]}
+    else:
+        widths = {f"width_{k}": h for k, h in enumerate(hidden_sizes, start=1)}
+    return {**widths, "depth": len(hidden_sizes)}
+
+
 class MLP(nnx.Module):
-    """A multilayer perceptron whose init, dropout and activation are hyperparameters.
+    """A multilayer perceptron whose init, dropout, activation, width and depth are
+    hyperparameters.
 
     Reads ``hp["init"]`` and ``hp["init_scale"]`` (every layer), ``hp["dropout"]``
-    (after each hidden layer, when ``dropout``) and ``hp["activation"]`` (when
-    ``activation`` is None).
+    (after each hidden layer, when ``dropout``), ``hp["activation"]`` (when
+    ``activation`` is None), and the structure of :func:`structure_names`
+    (``width`` and ``depth``; ``width_k`` when the hidden sizes differ), which
+    default to ``sizes``. It is a :class:`vtune.nn.MaskedMLP` allocated at the
+    largest hidden size and the number of hidden layers.
     """
 
     def __init__(self, hp, rngs, *, sizes: Sequence[int], activation: str | None,
                  dropout: bool, dtype):
-        init = nn.kernel_init(hp["init"], hp["init_scale"])
-        self.layers = nnx.List([nnx.Linear(a, b, kernel_init=init, param_dtype=dtype, rngs=rngs)
-                                for a, b in zip(sizes[:-1], sizes[1:])])
-        self.drops = nnx.List([nn.Dropout(hp["dropout"], rngs=rngs) for _ in sizes[1:-1]]
-                              if dropout else [])
-        self.activation = activation
-        self.activation_code = (nn.HParam(hp["activation"], hp_name="activation")
-                                if activation is None else None)
-        self.dropout = dropout
+        hidden = tuple(sizes[1:-1])
+        defaults = structure_names(hidden)
+        widths = [n for n in defaults if n != "depth"]
+        hp = _WithDefaults(hp, defaults)
+        act = (getattr(jax.nn, activation) if activation is not None else
+               nn.HParam(jnp.asarray(hp["activation"]), hp_name="activation"))
+        self.mlp = nn.MaskedMLP(
+            sizes[0], max(hidden), len(hidden), sizes[-1], hp=hp,
+            widths=widths[0] if len(widths) == 1 else widths, depth_name="depth",
+            defaults={n: defaults[n] for n in widths}, init=hp["init"],
+            init_scale=hp["init_scale"], activation=act,
+            dropout=hp["dropout"] if dropout else None, param_dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
-        x = x.reshape(x.shape[0], -1)
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                if self.activation is None:
-                    x = nn.activation(self.activation_code[...], x)
-                else:
-                    x = getattr(jax.nn, self.activation)(x)
-                if self.dropout:
-                    x = self.drops[i](x)
-        return x
+        return self.mlp(x.reshape(x.shape[0], -1))
 
 
 def mlp_classifier(data: datasets.Dataset | None = None, *,
@@ -53,9 +89,19 @@ def mlp_classifier(data: datasets.Dataset | None = None, *,
                    optimizer: Callable = optax.adamw, dtype=None) -> Task:
     """A classifier MLP on ``data`` (default: the bundled digits).
 
+    Its width and depth are hyperparameters (structure as data): the hidden
+    layers are allocated at ``max(hidden_sizes)`` and the stack at
+    ``len(hidden_sizes)``; a space may name ``width`` (from 1 up to that
+    maximum) and ``depth`` (1 up to ``len(hidden_sizes)``), and each trial
+    computes exactly the smaller network (masked units, skipped layers, see
+    :class:`vtune.nn.MaskedMLP`). A space that names neither computes the
+    network ``hidden_sizes`` describes. When the hidden sizes differ, the
+    per-layer widths are ``width_1``, ``width_2``... (defaults: the sizes), all
+    allocated at the largest, so unequal sizes pay for padding.
+
     Args:
       data: a :class:`vtune.datasets.Dataset` with integer labels.
-      hidden_sizes: widths of the hidden layers.
+      hidden_sizes: widths of the hidden layers (the allocation).
       activation: a ``jax.nn`` activation name used by every trial, or ``None``
         to tune it through the ``activation`` hyperparameter.
       dropout: put a :class:`vtune.nn.Dropout` after every hidden layer, its
@@ -68,6 +114,8 @@ def mlp_classifier(data: datasets.Dataset | None = None, *,
         >>> task = vtune.tasks.mlp_classifier(hidden_sizes=(64,), dropout=False)
         >>> task.name
         'mlp_classifier(64-64-10,relu,dropout=False)'
+        >>> task.defaults
+        {'width': 64, 'depth': 1}
     """
     data = datasets.digits() if data is None else data
     if not isinstance(data, datasets.Dataset):
@@ -92,4 +140,5 @@ def mlp_classifier(data: datasets.Dataset | None = None, *,
         return MLP(hp, rngs, sizes=sizes, activation=activation, dropout=dropout, dtype=dtype)
 
     name = f"mlp_classifier({'-'.join(map(str, sizes))},{activation},dropout={dropout})"
-    return from_nnx(model, data, batch_size=batch_size, optimizer=optimizer, name=name)
+    return from_nnx(model, data, batch_size=batch_size, optimizer=optimizer, name=name,
+                    defaults=structure_names(tuple(hidden_sizes)))

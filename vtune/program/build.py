@@ -181,7 +181,9 @@ def build(task: Task, space: Space, steps: int, mesh=None, chunk_size=None,
         an objective that is not one of its metrics.
     """
     traced = trace(task, space)
-    table = hparams_lib.resolve(space, traced.reads, task.optimizer, task.defaults)
+    # The structure the model allocates (e.g. a width's maximum) bounds the space.
+    specs = task.model_hparams(lambda name: hparams_lib.value_dtype(name, space))
+    table = hparams_lib.resolve(space, traced.reads, task.optimizer, task.defaults, specs)
     check_knobs(task, space)
     if objective is not None and objective not in traced.metrics:
         raise ValueError(f"objective {objective!r} is not a metric of this task; "

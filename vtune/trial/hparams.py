@@ -14,7 +14,13 @@ trial), so new values never recompile. Four roles consume them:
 * plateau: ``plateau_factor`` and ``plateau_patience`` (opt-in, see below);
 * loss: ``l2`` (added to the loss as ``l2/2 * sum(w**2)`` over weight matrices);
 * model: whatever the task's model reads from ``hp`` (``dropout``, ``init``,
-  ``init_scale``, ``activation``, or names of the user's own).
+  ``init_scale``, ``activation``, ``width`` / ``width_k`` / ``depth`` of a
+  :class:`vtune.nn.MaskedMLP`, or names of the user's own).
+
+Integers (widths, depths) travel as float arrays like every numeric value;
+they hold exact integers (float32 is exact up to 2**24) and the layers compare
+them exactly. A model declares the structure it was allocated for in its
+:class:`vtune.nn.HParam` metadata; :func:`resolve` refuses a space that leaves it.
 
 String values travel as int32 codes: the index in :data:`CATEGORIES` for the
 names vtune knows, else the index in the space's ``choice`` options.
@@ -53,6 +59,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import numbers
 from typing import Any, Callable, Mapping
 
 import jax
@@ -115,7 +122,9 @@ INTEGER = ("batch_size", "plateau_patience")
 
 #: Hyperparameters that act only when a trial is initialised: a clone inherits
 #: its parent's weights, so changing them on a clone would change nothing.
-INIT_ONLY = ("init", "init_scale")
+#: Structure is among them: a clone keeps its parent's width and depth (the
+#: per-layer ``width_1`` ... ``width_32`` of :class:`vtune.nn.MaskedMLP` included).
+INIT_ONLY = ("init", "init_scale", "width", "depth", *(f"width_{k}" for k in range(1, 33)))
 
 SCHEDULE_NAMES = ("schedule", "warmup", "decay_rate", "decay_every")
 LOSS_NAMES = ("l2",)
@@ -290,6 +299,37 @@ def _check_bounds(name: str, dist) -> None:
             raise ValueError(f"space[{name!r}]: {v!r} is not an integer")
 
 
+def _dist_values(dist):
+    if isinstance(dist, Choice):
+        return tuple(dist.options)
+    if isinstance(dist, Fixed):
+        return (dist.value,)
+    return (dist.lo, dist.hi)
+
+
+def check_model_spec(name: str, dist, spec: Mapping[str, Any], what: str = "space") -> None:
+    """Checks ``dist`` against what the model was allocated for (:func:`vtune.nn.hparam_specs`).
+
+    Raises:
+      ValueError: naming the value, when it is not an integer where the model
+        needs one, or lies outside the model's ``[low, high]``.
+    """
+    if spec.get("integer") and not isinstance(dist, (IntUniform, Choice, Fixed)):
+        raise ValueError(f"{what}[{name!r}]: {dist} gives non-integer values; the model needs "
+                         f"an integer (use vtune.intuniform or a choice of ints)")
+    for v in _dist_values(dist):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise ValueError(f"{what}[{name!r}]: {v!r} is not a number")
+        if spec.get("integer") and v != int(v):
+            raise ValueError(f"{what}[{name!r}]: {v!r} is not an integer")
+        if "high" in spec and v > spec["high"]:
+            raise ValueError(f"{what}[{name!r}]: {v!r} exceeds the allocated maximum "
+                             f"{spec['high']!r} of this model")
+        if "low" in spec and v < spec["low"]:
+            raise ValueError(f"{what}[{name!r}]: {v!r} is below the allowed minimum "
+                             f"{spec['low']!r} of this model")
+
+
 def value_dtype(name: str, space: Space):
     """The dtype a hyperparameter travels as: int32 codes for strings, else float."""
     if name in CATEGORIES or (name in space and _is_string_valued(space[name])):
@@ -346,14 +386,22 @@ class HParamTable:
 
 
 def resolve(space: Space, model_reads: set[str], optimizer: Callable,
-            task_defaults: Mapping[str, Any]) -> HParamTable:
+            task_defaults: Mapping[str, Any],
+            model_specs: Mapping[str, Mapping[str, Any]] | None = None) -> HParamTable:
     """Checks a space against what a task consumes and fills in defaults.
+
+    Args:
+      model_specs: what the model declares per hyperparameter
+        (:meth:`vtune.Task.model_hparams`): ``low`` / ``high`` (the allocated
+        range, e.g. a width's maximum), ``integer``, ``default`` (used when
+        neither the space nor ``task_defaults`` sets the name).
 
     Raises:
       ValueError: a space name nothing consumes (the message lists the accepted
-        names), a value outside its legal range, or a name the model reads
-        that has neither a space entry nor a default.
+        names), a value outside its legal range or the model's allocation, or
+        a name the model reads that has neither a space entry nor a default.
     """
+    model_specs = model_specs or {}
     opt = optimizer_hparams(optimizer)
     accepted = set(opt) | set(SCHEDULE_NAMES) | set(LOSS_NAMES) | set(DATA_NAMES) | set(model_reads)
     unknown = [n for n in space.names if n not in accepted | set(OPT_IN)]
@@ -362,6 +410,8 @@ def resolve(space: Space, model_reads: set[str], optimizer: Callable,
                          f"it accepts {sorted(accepted | set(OPT_IN))}")
     for name in space.names:
         _check_bounds(name, space[name])
+        if name in model_specs:
+            check_model_spec(name, space[name], model_specs[name])
     # An opt-in group takes part when the space names one of its members.
     for name in space.names:
         accepted |= set(OPT_IN.get(name, ()))
@@ -369,6 +419,8 @@ def resolve(space: Space, model_reads: set[str], optimizer: Callable,
     for name in sorted(accepted - set(space.names)):
         if name in task_defaults:
             defaults[name] = task_defaults[name]
+        elif "default" in model_specs.get(name, {}):
+            defaults[name] = model_specs[name]["default"]
         elif name in opt:
             defaults[name] = opt[name]
         elif name in DEFAULTS:
@@ -378,4 +430,6 @@ def resolve(space: Space, model_reads: set[str], optimizer: Callable,
                              f"has no default; add it to the space, e.g. "
                              f"space[{name!r}] = vtune.fixed(...)")
         _check_bounds(name, Fixed(defaults[name]))
+        if name in model_specs:
+            check_model_spec(name, Fixed(defaults[name]), model_specs[name], "defaults")
     return HParamTable(space=space, defaults=defaults, optimizer=tuple(sorted(opt)))

@@ -55,6 +55,13 @@ class Task:
       defaults: default values for hyperparameters the space leaves out,
         overriding :data:`vtune.trial.hparams.DEFAULTS`.
       name: identifies the task in checkpoints and reports.
+      hparam_specs: optional ``hparam_specs(hp) -> {name: spec}``, what the
+        model declares per hyperparameter (``low`` / ``high``: the structure it
+        allocates, e.g. a width's maximum; ``integer``; ``default``), as
+        :func:`vtune.nn.hparam_specs` collects it. :func:`from_nnx` fills it
+        from the module's :class:`vtune.nn.HParam` metadata. vtune evaluates
+        it abstractly (:meth:`model_hparams`) and refuses a space that leaves
+        the allocation, before compiling.
     """
 
     init: Callable
@@ -65,6 +72,7 @@ class Task:
     optimizer: Callable = optax.adamw
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     name: str = "task"
+    hparam_specs: Callable | None = None
 
     def __post_init__(self):
         for f in ("init", "loss", "metrics", "optimizer"):
@@ -79,6 +87,34 @@ class Task:
         if self.data is not None and self.batch_size > self.data.num_train:
             raise ValueError(f"Task.batch_size {self.batch_size} exceeds the "
                              f"{self.data.num_train} training examples")
+
+    def model_hparams(self, dtype_of: Callable[[str], Any] | None = None) -> dict:
+        """:attr:`hparam_specs` evaluated abstractly (no compile, no FLOPs).
+
+        ``dtype_of(name)`` is the dtype each placeholder hyperparameter takes
+        (as :func:`vtune.hparams.value_dtype` gives it for a space); default
+        float32. Returns ``{}`` when the task declares nothing.
+        """
+        if self.hparam_specs is None:
+            return {}
+        dtype_of = dtype_of or (lambda name: jnp.float32)
+        out = {}
+
+        class _Placeholders(Mapping):
+            def __getitem__(self, name):
+                return jnp.zeros((), dtype_of(name))
+
+            def __iter__(self):
+                return iter(())
+
+            def __len__(self):
+                return 0
+
+        def run():
+            out.update(self.hparam_specs(_Placeholders()))
+
+        jax.eval_shape(run)
+        return out
 
     def host_data(self):
         """The arrays the compiled program receives, as host numpy arrays.
@@ -251,7 +287,11 @@ def from_nnx(model: Callable[[Mapping, nnx.Rngs], nnx.Module], data: Dataset, *,
                 out[f"{prefix}_accuracy"] = jnp.mean(jnp.argmax(pred, -1) == y)
         return out
 
+    def specs(hp):
+        # An abstract build: the metadata of the module's HParams, no arrays.
+        return nn.hparam_specs(nnx.eval_shape(lambda: build(hp, jax.random.key(0))))
+
     return Task(init=init, loss=nnx_loss, metrics=nnx_metrics,
                 data=data, batch_size=batch_size, optimizer=optimizer,
-                defaults=dict(defaults or {}),
+                defaults=dict(defaults or {}), hparam_specs=specs,
                 name=name or f"nnx:{getattr(model, '__qualname__', type(model).__name__)}")
