@@ -59,18 +59,18 @@ def test_other_strategy_settings_are_refused_naming_the_setting(tiny_task, pbt_d
     assert len(done.history) == OLD["population_size"] * OLD["generations"]
 
 
-def test_a_directory_written_by_vtune_0_1_resumes(tiny_task, tmp_path):
+def test_a_directory_written_by_vtune_0_1_is_never_damaged(tiny_task, tmp_path):
+    """vtune 0.1's spec does not record the parameter tree, and mlp_classifier's tree has
+    changed since (masked layers): resuming cannot restore, and must not move anything aside."""
     d = tmp_path / "old"
     shutil.copytree(ROOT / "data" / "checkpoint-v0.1", d)
     assert sorted(p.name for p in d.iterdir()) == ["2", "vtune_spec.json"]
-    strategy = vtune.strategies.pbt(quantile=0.25)
-    resumed = vtune.population_search(tiny_task, SPACE, **OLD, strategy=strategy,
-                                      checkpoint_dir=d, verbose=False)
-    fresh = vtune.population_search(tiny_task, SPACE, **OLD, strategy=strategy, verbose=False)
-    assert without_times(resumed) == without_times(fresh)
-    assert resumed.best.trial_id == fresh.best.trial_id
-    for a, b in zip(jax.tree.leaves(resumed.best.params), jax.tree.leaves(fresh.best.params)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    before = tree_digest(d)
+    with pytest.warns(RuntimeWarning, match="unreadable"), \
+            pytest.raises(RuntimeError, match="no readable checkpoint"):
+        vtune.population_search(tiny_task, SPACE, **OLD, verbose=False, checkpoint_dir=d,
+                                strategy=vtune.strategies.pbt(quantile=0.25))
+    assert tree_digest(d) == before
     assert not [p for p in d.iterdir() if "unreadable" in p.name]
 
 

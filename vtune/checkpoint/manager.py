@@ -121,6 +121,9 @@ class Checkpointer:
     def __init__(self, directory, spec: dict, *, overwrite: bool = False, max_to_keep: int = 3):
         self.directory = pathlib.Path(directory).expanduser().resolve()
         self.resuming = check_spec(self.directory, spec, overwrite)
+        # A spec of vtune 0.1 does not record the parameter tree, so a step that fails to
+        # restore may be another model's, not damaged: never move such steps aside.
+        self.repair = not self.resuming or "params" in read_spec(self.directory)
         if jax.process_index() == 0:  # one writer; orbax coordinates the rest across hosts
             if overwrite and self.directory.exists():
                 _clear(self.directory)
@@ -153,7 +156,8 @@ class Checkpointer:
 
     def restore(self, abstract_population, abstract_best):
         """The latest readable checkpoint as ``(population, best_params, search)``, or None."""
-        return restore_latest(self.manager, self.directory, abstract_population, abstract_best)
+        return restore_latest(self.manager, self.directory, abstract_population, abstract_best,
+                              repair=self.repair)
 
     def close(self) -> None:
         self.manager.wait_until_finished()
