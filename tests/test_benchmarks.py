@@ -29,9 +29,6 @@ def jax_loop(tiny_data):
     return baselines.JaxLoop(tiny_data, hidden_sizes=(16,), batch_size=32)
 
 
-@pytest.mark.xfail(strict=True, reason="vtune's MLP now draws its init through the fan-aware "
-                   "masked layers (vtune.nn.MaskedMLP); the baseline still uses nnx.Linear's "
-                   "initializer, so the two start from different weights")
 def test_jax_loop_computes_vtunes_trial(tiny_data, jax_loop):
     """Same init, minibatches and update as vtune's trial 0 with the same seed (dropout 0)."""
     task = baselines.vtune_task(tiny_data, hidden_sizes=(16,), batch_size=32)

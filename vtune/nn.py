@@ -268,6 +268,10 @@ class MaskedLinear(nnx.Module):
         mask = (masked_kernels.unit_mask(in_features, fan_in)[:, None]
                 & masked_kernels.unit_mask(out_features, fan_out)[None, :])
         self.kernel = nnx.Param(jnp.where(mask & jnp.asarray(active), w, jnp.zeros_like(w)))
+        if use_bias:
+            # Drawn and unused, as nnx.Linear draws a key for its (zero) bias: a model that
+            # swaps nnx.Linear for MaskedLinear starts from the same kernels.
+            rngs.params()
         self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
 
     def __call__(self, x, in_width=None, out_width=None):
