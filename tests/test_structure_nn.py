@@ -65,13 +65,14 @@ def active_slices(width, depth, n_in):
 def train_unpadded(init_params, cfg, n_in, n_out, batches, data):
     """A plain optax loop (adamw + the L2 term) on the given minibatches."""
     width, depth = int(cfg["width"]), int(cfg["depth"])
-    net = Unpadded(n_in, width, depth, n_out, nnx.Rngs(0))
+    # Abstract, then filled with the trial's active init (an eager init compiles every op).
+    graph, params = nnx.split(nnx.eval_shape(lambda: Unpadded(n_in, width, depth, n_out,
+                                                              nnx.Rngs(0))), nnx.Param)
     layers = padded_layers(init_params)
-    for k, (i, o) in enumerate(active_slices(width, depth, n_in)):
-        kernel, bias = layers[k if k < depth else D]
-        net.layers[k].kernel[...] = jnp.asarray(kernel[:i, :o])
-        net.layers[k].bias[...] = jnp.asarray(bias[:o])
-    graph, params = nnx.split(net, nnx.Param)
+    nnx.replace_by_pure_dict(params, {"layers": {
+        k: {"kernel": jnp.asarray(layers[k if k < depth else D][0][:i, :o]),
+            "bias": jnp.asarray(layers[k if k < depth else D][1][:o])}
+        for k, (i, o) in enumerate(active_slices(width, depth, n_in))}})
     tx = optax.adamw(float(cfg["learning_rate"]))  # weight_decay 1e-4, as vtune's default
     opt = tx.init(params)
     l2 = float(cfg["l2"])
@@ -81,22 +82,19 @@ def train_unpadded(init_params, cfg, n_in, n_out, batches, data):
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         return loss + 0.5 * l2 * sum(jnp.sum(w * w) for w in jax.tree.leaves(p) if w.ndim >= 2)
 
-    @jax.jit
-    def step(p, opt, x, y):
-        grads = jax.grad(loss_fn)(p, x, y)
+    def step(carry, batch):
+        p, opt = carry
+        grads = jax.grad(loss_fn)(p, *batch)
         updates, opt = tx.update(grads, opt, p)
         p = optax.apply_updates(p, updates)
-        xt, yt = data["train_eval"]
-        xv, yv = data["val"]
-        evals = [optax.softmax_cross_entropy_with_integer_labels(nnx.merge(graph, p)(a), b).mean()
-                 for a, b in ((xt, yt), (xv, yv))]
-        return p, opt, evals
+        evals = jnp.stack([
+            optax.softmax_cross_entropy_with_integer_labels(nnx.merge(graph, p)(a), b).mean()
+            for a, b in (data["train_eval"], data["val"])])
+        return (p, opt), evals
 
-    losses = []
-    for x, y in batches:
-        params, opt, evals = step(params, opt, x, y)
-        losses.append([float(e) for e in evals])
-    return params, np.array(losses)
+    # All steps in one scan: one compile per structure, no per-step dispatch.
+    (params, _), losses = jax.jit(lambda c, b: jax.lax.scan(step, c, b))((params, opt), batches)
+    return params, np.asarray(losses)
 
 
 def test_padded_population_matches_unpadded_networks_float64(tiny_data, x64):
@@ -118,6 +116,8 @@ def test_padded_population_matches_unpadded_networks_float64(tiny_data, x64):
     final, opt_state = jax.device_get((pop.params, pop.opt_state))
 
     n_in, n_out = tiny_data.x_train.shape[1], tiny_data.num_classes
+    minibatches = jax.jit(lambda key: jax.vmap(
+        lambda s: program.minibatch(data, key, s, jnp.float64(1.0)))(jnp.arange(steps)))
     for t in range(8):
         cfg = {k: v[t] for k, v in CONFIGS.items()}
         width, depth = int(cfg["width"]), int(cfg["depth"])
@@ -125,8 +125,7 @@ def test_padded_population_matches_unpadded_networks_float64(tiny_data, x64):
         # the data stream, 1 (see Program.indices)
         data_key = jax.random.fold_in(trial_key(jax.random.key(seed), ids[t]), 1)
         with jax.threefry_partitionable(False):
-            batches = [program.minibatch(data, data_key, jnp.int32(s), jnp.float64(1.0))
-                       for s in range(steps)]
+            batches = minibatches(data_key)
         ref_params, ref_losses = train_unpadded(take(init_params, t), cfg, n_in, n_out,
                                                 batches, data)
         np.testing.assert_allclose(vt_losses[t], ref_losses, rtol=1e-9, atol=0,
