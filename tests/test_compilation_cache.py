@@ -42,8 +42,17 @@ def test_second_process_compiles_nothing_new(tmp_path):
 
 def test_turned_off_or_left_to_the_user(tmp_path):
     assert vtune.program.cache.cache_dir({"VTUNE_COMPILATION_CACHE": "0"}) is None
-    assert vtune.program.cache.enable({"VTUNE_COMPILATION_CACHE": "off"}) is None
-    assert jax.config.jax_compilation_cache_dir is None  # this test process turned it off
-    mine = str(tmp_path / "mine")
-    assert vtune.program.cache.enable({"JAX_COMPILATION_CACHE_DIR": mine}) == mine
-    assert jax.config.jax_compilation_cache_dir is None  # JAX reads its own variable itself
+    tests_cache = jax.config.jax_compilation_cache_dir  # the test run's own (conftest)
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        assert vtune.program.cache.enable({"VTUNE_COMPILATION_CACHE": "off"}) is None
+        assert jax.config.jax_compilation_cache_dir is None  # turned off: nothing set
+        mine = str(tmp_path / "mine")
+        assert vtune.program.cache.enable({"JAX_COMPILATION_CACHE_DIR": mine}) == mine
+        assert jax.config.jax_compilation_cache_dir is None  # JAX reads its own variable itself
+        configured = str(tmp_path / "configured")
+        jax.config.update("jax_compilation_cache_dir", configured)
+        assert vtune.program.cache.enable({}) == configured  # a configured cache is left alone
+        assert jax.config.jax_compilation_cache_dir == configured
+    finally:
+        jax.config.update("jax_compilation_cache_dir", tests_cache)

@@ -83,16 +83,17 @@ def test_the_cli_announces_resume_and_completion_and_can_overwrite(tmp_path, cap
         [space]
         learning_rate = {loguniform = [1e-3, 1e-1]}
     '''))
-    assert vtune.cli.main(["run", str(config)]) == 0
+    assert vtune.cli.main(["run", str(config), "--no-plots"]) == 0
     err = capsys.readouterr().err
+    assert not list((tmp_path / "out").glob("*.png"))
     assert "vtune: compiling the population program" in err and "resuming" not in err
-    assert vtune.cli.main(["run", str(config)]) == 0
+    assert vtune.cli.main(["run", str(config), "--no-plots"]) == 0
     err = capsys.readouterr().err
     assert "is finished (2 generations): nothing left to train" in err
     config.write_text(config.read_text().replace("generations = 2", "generations = 3"))
     assert vtune.cli.main(["run", str(config), "--quiet"]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert vtune.cli.main(["run", str(config), "--overwrite"]) == 0
+    assert vtune.cli.main(["run", str(config), "--overwrite", "--no-plots"]) == 0
     out, err = capsys.readouterr()
     assert "resuming" not in err and (tmp_path / "out" / "history.csv").read_text().count(
         "\n") == 1 + 4 * 3

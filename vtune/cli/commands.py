@@ -64,7 +64,7 @@ def _run(args) -> int:
     if result.space is None:
         result = dataclasses.replace(result, space=config["space"])
     print(f"{len(result.history)} trial-generations in {elapsed:.1f} s")
-    return _show(result, out_dir, config["thresholds"], args.top, plots=True)
+    return _show(result, out_dir, config["thresholds"], args.top, plots=not args.no_plots)
 
 
 def _report(args) -> int:
@@ -159,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--example", action="store_true", help="print an example config and exit")
     run.add_argument("--overwrite", action="store_true",
                      help="start afresh in the config's checkpoint_dir, deleting what it holds")
+    run.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     report = sub.add_parser(
         "report", help="tables, plots and diagnosis of a finished or interrupted search",
         description="Read a search from DIR without training: a checkpoint_dir\n"
