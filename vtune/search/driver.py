@@ -219,7 +219,7 @@ def run(task: Task, spec: SearchSpec) -> SearchResult:
     bar.close()
     if ckpt is not None:
         ckpt.close()
-    return _result(host, best_params, objective, spec.mode, space, metric_names)
+    return _result(host, best_params, objective, spec.mode, space, metric_names, table.inert())
 
 
 def _say(spec: SearchSpec, message: str) -> None:
@@ -325,10 +325,12 @@ def _advance(host: _Host, strat, program, pop, table, sign, objective, seed):
     ), pop
 
 
-def _result(host: _Host, best_params, objective, mode, space, metrics) -> SearchResult:
+def _result(host: _Host, best_params, objective, mode, space, metrics,
+            inert=None) -> SearchResult:
     best = None
     if host.best is not None:
         best = Trial(params=None if best_params is None else sharding.fetch(best_params),
                      **host.best)
     return SearchResult(best=best, history=host.history, objective=objective, mode=mode,
-                        tuned=space.names, space=space, metrics=tuple(metrics))
+                        tuned=space.names, space=space, metrics=tuple(metrics),
+                        inert=dict(inert or {}))
