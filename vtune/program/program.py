@@ -205,7 +205,9 @@ class Program:
         """One optimizer step of one trial.
 
         ``trial = (params, state, opt_state, hp, id, step)``, plus the trial's
-        plateau state when the program has plateau decay.
+        plateau state when the program has plateau decay. With optimizer
+        families, ``opt_state`` holds one state per family and the update is
+        :meth:`family_update`'s.
         """
         params, state, opt_state, hp, tid, step, *plateau = trial
         key = trial_key(seed_key, tid)

@@ -86,6 +86,12 @@ def population_search(
       task: what each trial trains (e.g. :func:`vtune.tasks.mlp_classifier`).
       space: ``{name: distribution}`` (see :mod:`vtune.space`); names must be
         hyperparameters the task consumes, others keep their defaults.
+        ``"optimizer": vtune.choice(["adamw", "sgdw", "rmsprop"])`` makes the
+        optimizer family a per-trial choice (:mod:`vtune.trial.hparams`; the
+        names of :data:`vtune.trial.hparams.FAMILIES`, or of the task's
+        ``optimizer={name: factory}``), still one program; every family's
+        numeric arguments may then be searched, and
+        :meth:`SearchResult.inert_for` tells which are inert for a trial.
       population_size: trials trained at once (the slots).
       generations: rounds of train -> evaluate -> prune/refill.
       steps_per_generation: optimizer steps per slot per generation.

@@ -186,7 +186,8 @@ def classification_loss(logits, labels):
 
 def from_nnx(model: Callable[[Mapping, nnx.Rngs], nnx.Module], data: Dataset, *,
              loss: Callable = classification_loss, classification: bool = True,
-             batch_size: int = 128, optimizer: Callable = optax.adamw,
+             batch_size: int = 128,
+             optimizer: Callable | Mapping[str, Callable] = optax.adamw,
              defaults: Mapping[str, Any] | None = None, name: str | None = None) -> Task:
     """A Task from a Flax NNX module built from the trial's hyperparameters.
 
