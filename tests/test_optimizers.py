@@ -1,6 +1,7 @@
 """The optimizer family as a per-trial choice: one program, each trial its own family's update."""
 
 import functools
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +51,7 @@ def task(data):
 
 # --- equivalence with plain optax loops, float64 --------------------------------------------
 
-# Each family with both batch sizes; the hyperparameters of other families are set to values
+# Each family at its own batch size; the hyperparameters of other families are set to values
 # that would matter if they leaked (b1 on sgdw/rmsprop trials, momentum on adamw trials).
 # Full width, so the reference is the plain 6-8-3 network.
 CONFIGS = {
@@ -61,7 +62,7 @@ CONFIGS = {
     "momentum": np.array([0.3, 0.9, 0.5, 0.7, 0.0, 0.2, 0.9, 0.5]),
     "clip_norm": np.array([1.0, 10.0, 0.5, 10.0, 1.0, 10.0, 2.0, 0.5]),
     "width": np.full(8, 8),
-    "batch_size": np.array([8, 16, 8, 16, 8, 16, 16, 8]),
+    "batch_size": np.array([16, 8, 8, 16, 8, 8, 16, 8]),  # one per family: 3 references
 }
 
 
@@ -219,6 +220,29 @@ def test_a_search_over_families_and_structure_compiles_once(task, trained, compi
     assert vtune.SearchResult.from_json(pbt.to_json()).inert == pbt.inert
     if pbt.best.hparams["optimizer"] != "adamw":
         assert "b1=" not in pbt.summary()
+
+
+def test_a_search_over_families_resumes_from_its_checkpoint(task, trained, tmp_path):
+    """Every family's state is in the checkpoint (the same program: nothing compiles)."""
+    kw = dict(population_size=N, generations=3, steps_per_generation=K, seed=4, verbose=False,
+              strategy="pbt")
+    reference = vtune.population_search(task, SPACE, **kw)
+    vtune.population_search(task, SPACE, checkpoint_dir=tmp_path, **kw)
+    shutil.rmtree(tmp_path / "3")  # as if killed before the last generation was saved
+    resumed = vtune.population_search(task, SPACE, checkpoint_dir=tmp_path, **kw)
+    strip = lambda r: [{k: v for k, v in h.items() if k != "wall_time"} for h in r.history]
+    assert strip(resumed) == strip(reference)
+    assert trained["program"].traces["train"] == 1
+
+
+def test_one_fixed_family_holds_one_state(data):
+    task = vtune.tasks.mlp_classifier(data, hidden_sizes=(4,), batch_size=16)
+    space = vtune.Space({"optimizer": vtune.fixed("sgdw"), "momentum": vtune.uniform(0, 0.9)})
+    program, table, *_ = build(task, space, 1)
+    hp = table.encode(table.complete(space.sample(2, 0), 2))
+    assert hp["optimizer"].tolist() == [0, 0] and table.inert() == {"sgdw": ()}
+    pop = jax.eval_shape(program.init, np.uint32(0), np.arange(2, dtype=np.int32), hp)
+    assert len(pop.opt_state) == 1 and "momentum" in pop.opt_state[0].hyperparams
 
 
 # --- bad input, before anything compiles -------------------------------------------------------
