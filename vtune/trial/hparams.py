@@ -234,7 +234,7 @@ def optimizer_families(optimizer: Callable | Mapping[str, Callable],
 
     Example:
         >>> space = vtune.Space({"optimizer": vtune.choice(["adamw", "sgdw"])})
-        >>> [(f.name, f.names) for f in optimizer_families(optax.adamw, space)]  # doctest: +NORMALIZE_WHITESPACE
+        >>> [(f.name, f.names) for f in optimizer_families(optax.adamw, space)]
         [('adamw', ('b1', 'b2', 'clip_norm', 'eps', 'eps_root', 'learning_rate', 'weight_decay')),
          ('sgdw', ('clip_norm', 'learning_rate', 'momentum', 'weight_decay'))]
     """
