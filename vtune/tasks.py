@@ -86,7 +86,8 @@ class MLP(nnx.Module):
 def mlp_classifier(data: datasets.Dataset | None = None, *,
                    hidden_sizes: Sequence[int] = (128, 128), activation: str | None = "relu",
                    dropout: bool = True, batch_size: int = 128,
-                   optimizer: Callable = optax.adamw, dtype=None) -> Task:
+                   optimizer: Callable | Mapping[str, Callable] = optax.adamw,
+                   dtype=None) -> Task:
     """A classifier MLP on ``data`` (default: the bundled digits).
 
     Its width and depth are hyperparameters (structure as data): the hidden
@@ -107,7 +108,9 @@ def mlp_classifier(data: datasets.Dataset | None = None, *,
       dropout: put a :class:`vtune.nn.Dropout` after every hidden layer, its
         rate the ``dropout`` hyperparameter (default 0).
       batch_size: minibatch size.
-      optimizer: an optax factory; its numeric arguments become hyperparameters.
+      optimizer: an optax factory, its numeric arguments hyperparameters, or
+        ``{name: factory}`` families for a space's ``optimizer`` choice (see
+        :class:`vtune.Task`).
       dtype: parameter dtype (default float32, or float64 under ``jax_enable_x64``).
 
     Example:

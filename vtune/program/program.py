@@ -15,7 +15,8 @@ Opt-in knobs (:data:`vtune.trial.hparams.OPT_IN`) change the program only in
 searches that tune them: ``batch_size`` weights the rows of the batch the loss
 receives, ``class_balance`` replaces the uniform draw by a categorical one, and
 plateau decay adds ``Population.plateau``, updated after each evaluation from
-the objective the program was built for.
+the objective the program was built for. A space naming ``optimizer`` makes
+``opt_state`` a tuple, one state per family (see :meth:`Program.train_step`).
 
 The population axis is sharded over a 1-D device mesh (:mod:`vtune.sharding`);
 every output of ``init``, ``train`` and ``refill`` keeps that layout, so
@@ -116,7 +117,12 @@ class Program:
         self.objective, self.sign = (objective, float(sign)) if self.plateau else (None, None)
         self.num_classes = task.data.num_classes if self.balanced else None
         self.mesh = sharding.make_mesh() if mesh is None else mesh
-        self._make_tx = hparams_lib.make_optimizer(task.optimizer)
+        self.families = table.families
+        if self.families:
+            self._make_txs = tuple(hparams_lib.make_optimizer(f.factory) for f in self.families)
+        else:
+            self._make_tx = hparams_lib.make_optimizer(
+                hparams_lib.single_optimizer(task.optimizer))
         self.traces = collections.Counter()
         split = sharding.population(self.mesh)
         self.init = jax.jit(self._init, out_shardings=split)
@@ -127,19 +133,25 @@ class Program:
 
     # --- one trial, unbatched ------------------------------------------------
 
-    def _tx(self, hp, params=None):
-        """The trial's optimizer. With ``params``, its hyperparameters take their dtype
+    def _tx(self, hp, params=None, family=None):
+        """The trial's optimizer (of family number ``family`` when the space
+        names ``optimizer``). With ``params``, its hyperparameters take their dtype
         (a float32 model under ``jax_enable_x64`` gets float32 ``clip_norm``, rates...),
         and the optimizer state keeps it: ``train_step`` casts to that state's dtypes."""
         dtype = _float_dtype(params)
-        return self._make_tx(**{n: hp[n] if dtype is None else hp[n].astype(dtype)
-                                for n in self.table.optimizer})
+        make, names = ((self._make_tx, self.table.optimizer) if family is None else
+                       (self._make_txs[family], self.families[family].names))
+        return make(**{n: hp[n] if dtype is None else hp[n].astype(dtype) for n in names})
 
     @_compact_rng
     def init_trial(self, seed_key, trial_id, hp):
-        """``(params, state, opt_state)`` of a fresh trial."""
+        """``(params, state, opt_state)`` of a fresh trial (a tuple of every
+        family's state when the space names ``optimizer``)."""
         key = jax.random.fold_in(trial_key(seed_key, trial_id), _INIT)
         params, state = self.task.init(key, hp)
+        if self.families:
+            return params, state, tuple(self._tx(hp, params, k).init(params)
+                                        for k in range(len(self.families)))
         return params, state, self._tx(hp, params).init(params)
 
     def indices(self, data, key, step, fraction, balance=None):
@@ -193,7 +205,9 @@ class Program:
         """One optimizer step of one trial.
 
         ``trial = (params, state, opt_state, hp, id, step)``, plus the trial's
-        plateau state when the program has plateau decay.
+        plateau state when the program has plateau decay. With optimizer
+        families, ``opt_state`` holds one state per family and the update is
+        :meth:`family_update`'s.
         """
         params, state, opt_state, hp, tid, step, *plateau = trial
         key = trial_key(seed_key, tid)
@@ -212,11 +226,35 @@ class Program:
         values["learning_rate"] = values["learning_rate"] * hparams_lib.lr_factor(hp, step, horizon)
         if plateau:
             values["learning_rate"] = values["learning_rate"] * plateau[0]["scale"]
-        values = {n: v.astype(opt_state.hyperparams[n].dtype) for n, v in values.items()}
-        opt_state = opt_state._replace(hyperparams=values)
-        updates, opt_state = self._tx(hp, params).update(grads, opt_state, params)
+        if self.families:
+            updates, opt_state = self.family_update(grads, opt_state, params, values, hp)
+        else:
+            values = {n: v.astype(opt_state.hyperparams[n].dtype) for n, v in values.items()}
+            opt_state = opt_state._replace(hyperparams=values)
+            updates, opt_state = self._tx(hp, params).update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return (params, state, opt_state, hp, tid, step + 1, *plateau)
+
+    def family_update(self, grads, opt_state, params, values, hp):
+        """The update of the trial's own family (``hp["optimizer"]``, a code).
+
+        Every family's update is computed from its own state (under vmap a
+        branch per trial would run them all anyway); the trial takes its
+        family's update and new state, and the other families' states stay
+        as they were, untouched since the trial's init.
+        """
+        code = hp[hparams_lib.FAMILY]
+        updates, states = None, []
+        for k, family in enumerate(self.families):
+            old = opt_state[k]
+            current = old._replace(hyperparams={n: values[n].astype(old.hyperparams[n].dtype)
+                                                for n in family.names})
+            upd, new = self._tx(hp, params, k).update(grads, current, params)
+            mine = code == k
+            states.append(jax.tree.map(lambda a, b: jnp.where(mine, a, b), new, old))
+            updates = upd if updates is None else jax.tree.map(
+                lambda a, b: jnp.where(mine, a, b), upd, updates)
+        return updates, tuple(states)
 
     def plateau_update(self, plateau, metrics, hp):
         """One evaluation of the plateau rule (see :mod:`vtune.trial.hparams`).
@@ -359,6 +397,7 @@ def get_program(task: Task, table: hparams_lib.HParamTable, steps: int,
     if not table.tunes("plateau_factor"):
         objective, sign = None, None  # the program does not read them
     key = (task, steps, mesh, chunk_size, table.optimizer,
+           tuple((f.name, f.factory) for f in table.families),
            tuple((n, str(table.dtype(n))) for n in table.names), objective,
            None if sign is None else float(sign))
     if key not in _CACHE:

@@ -37,6 +37,7 @@ from vtune.report.schema import (ORIGINS, STATUSES, best_row, by_trial, fmt, has
                                  infer_metrics, keys, origin, rank_key)
 from vtune.report.schema import hparam_names as schema_hparam_names
 from vtune.space import Space
+from vtune.trial.hparams import FAMILY
 
 _JSON_FORMAT = "vtune.SearchResult"
 _JSON_VERSION = 1
@@ -89,6 +90,12 @@ class SearchResult:
         categorical strips; without it they infer both from the values).
       metrics: the task's metric names, as the driver recorded them (empty
         for results of vtune 0.1, whose metrics are recognised by name).
+      inert: when the space chose the optimizer family, ``{family: the
+        optimizer hyperparameters that family ignores}``
+        (:meth:`vtune.trial.hparams.HParamTable.inert`); :meth:`inert_for`
+        reads it for a row. The history still records every value a trial
+        holds; :meth:`table` and :meth:`summary` show inert ones as ``-`` or
+        leave them out.
 
     Example: see the module docstring.
     """
@@ -100,6 +107,21 @@ class SearchResult:
     tuned: tuple[str, ...] = ()
     space: Space | None = None
     metrics: tuple[str, ...] = ()
+    inert: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+    def inert_for(self, row: dict[str, Any]) -> tuple[str, ...]:
+        """The hyperparameters that do nothing for the trial of ``row`` (a history
+        row, a :meth:`trials` summary, or a best trial's ``hparams``): those of the
+        optimizer families other than its own ``optimizer``; ``()`` when the
+        search did not choose the family.
+
+        Example:
+            >>> result = SearchResult(best=None, history=[], objective="val_loss",
+            ...                       mode="min", inert={"sgdw": ("b1", "b2")})
+            >>> result.inert_for({"optimizer": "sgdw", "b1": 0.9})
+            ('b1', 'b2')
+        """
+        return tuple(self.inert.get(row.get(FAMILY), ())) if self.inert else ()
 
     # --- the history ------------------------------------------------------------
 
@@ -194,7 +216,8 @@ class SearchResult:
             origin = t["origin"] if t["parent_id"] < 0 else f"clone of {t['parent_id']}"
             body.append([str(i), str(t["trial_id"]), fmt(t[self.objective]),
                          str(t["best_generation"]), str(t["best_step"]), t["status"], origin,
-                         *[fmt(t.get(n)) for n in self.varied],
+                         *[fmt(None if n in self.inert_for(t) else t.get(n))
+                           for n in self.varied],
                          *[fmt(t.get(m)) for m in metrics]])
         widths = [max(len(r[j]) for r in [head] + body) for j in range(len(head))]
         line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths)).rstrip()
@@ -205,7 +228,9 @@ class SearchResult:
         if self.best is None:
             return "no trial finished without diverging"
         b = self.best
-        hp = ", ".join(f"{k}={fmt(b.hparams[k])}" for k in (self.tuned or sorted(b.hparams)))
+        inert = self.inert_for(b.hparams)
+        hp = ", ".join(f"{k}={fmt(b.hparams[k])}" for k in (self.tuned or sorted(b.hparams))
+                       if k not in inert)
         m = ", ".join(f"{k}={fmt(v)}" for k, v in sorted(b.metrics.items()) if k != "diverged")
         return (f"best trial {b.trial_id} (generation {b.generation}, step {b.step}): "
                 f"{self.objective}={fmt(b.metrics[self.objective])}\n  hparams: {hp}\n"
@@ -269,6 +294,8 @@ class SearchResult:
                "mode": self.mode, "tuned": list(self.tuned), "metrics": list(self.metric_names),
                "space": None if self.space is None else self.space.to_json(),
                "best": best, "history": self.history}
+        if self.inert:
+            doc["inert"] = {k: list(v) for k, v in self.inert.items()}
         text = codec.dumps(doc, indent=1)
         if path is not None:
             pathlib.Path(path).write_text(text)
@@ -288,7 +315,8 @@ class SearchResult:
         space = None if doc.get("space") is None else Space.from_json(doc["space"])
         return cls(best=best, history=doc["history"], objective=doc["objective"],
                    mode=doc["mode"], tuned=tuple(doc["tuned"]), space=space,
-                   metrics=tuple(doc.get("metrics", ())))
+                   metrics=tuple(doc.get("metrics", ())),
+                   inert={k: tuple(v) for k, v in doc.get("inert", {}).items()})
 
     def save(self, out_dir, *, plots: bool = True, k: int = 10,
              thresholds=None) -> dict[str, pathlib.Path]:

@@ -86,6 +86,12 @@ def population_search(
       task: what each trial trains (e.g. :func:`vtune.tasks.mlp_classifier`).
       space: ``{name: distribution}`` (see :mod:`vtune.space`); names must be
         hyperparameters the task consumes, others keep their defaults.
+        ``"optimizer": vtune.choice(["adamw", "sgdw", "rmsprop"])`` makes the
+        optimizer family a per-trial choice (:mod:`vtune.trial.hparams`; the
+        names of :data:`vtune.trial.hparams.FAMILIES`, or of the task's
+        ``optimizer={name: factory}``), still one program; every family's
+        numeric arguments may then be searched, and
+        :meth:`SearchResult.inert_for` tells which are inert for a trial.
       population_size: trials trained at once (the slots).
       generations: rounds of train -> evaluate -> prune/refill.
       steps_per_generation: optimizer steps per slot per generation.
@@ -219,7 +225,7 @@ def run(task: Task, spec: SearchSpec) -> SearchResult:
     bar.close()
     if ckpt is not None:
         ckpt.close()
-    return _result(host, best_params, objective, spec.mode, space, metric_names)
+    return _result(host, best_params, objective, spec.mode, space, metric_names, table.inert())
 
 
 def _say(spec: SearchSpec, message: str) -> None:
@@ -325,10 +331,12 @@ def _advance(host: _Host, strat, program, pop, table, sign, objective, seed):
     ), pop
 
 
-def _result(host: _Host, best_params, objective, mode, space, metrics) -> SearchResult:
+def _result(host: _Host, best_params, objective, mode, space, metrics,
+            inert=None) -> SearchResult:
     best = None
     if host.best is not None:
         best = Trial(params=None if best_params is None else sharding.fetch(best_params),
                      **host.best)
     return SearchResult(best=best, history=host.history, objective=objective, mode=mode,
-                        tuned=space.names, space=space, metrics=tuple(metrics))
+                        tuned=space.names, space=space, metrics=tuple(metrics),
+                        inert=dict(inert or {}))

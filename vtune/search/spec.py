@@ -20,7 +20,7 @@ import functools
 import hashlib
 import os
 import pathlib
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -31,6 +31,7 @@ from vtune.checks import positive_int, real_bool
 from vtune.program.build import Traced
 from vtune.report import codec, schema
 from vtune.space import Space
+from vtune.trial import hparams as hparams_lib
 from vtune.trial.task import Task
 from vtune.version import __version__
 
@@ -170,8 +171,16 @@ class SearchSpec:
         The space, the task (name, data, parameter tree from the abstract
         trace, optimizer), the budget, objective, seed and the strategy with
         its settings. A checkpoint directory whose spec differs is refused.
+        When the space names ``optimizer``, also the families it chooses
+        among (``optimizer_families``: name -> factory); other searches'
+        fingerprints do not hold that key.
         """
         params = hashlib.sha256(repr(traced.params).encode()).hexdigest()[:16]
+        families = hparams_lib.optimizer_families(task.optimizer, self.space)
+        extra = {"optimizer_families": {f.name: describe_callable(f.factory) for f in families}
+                 } if families else {}
+        optimizer = ({k: describe_callable(f) for k, f in task.optimizer.items()}
+                     if isinstance(task.optimizer, Mapping) else describe_callable(task.optimizer))
         return codec.plain({
             "vtune_version": __version__, "format": FORMAT, "space": self.space.to_json(),
             "task": task.name, "task_fingerprint": task.fingerprint(),
@@ -179,8 +188,9 @@ class SearchSpec:
             "steps_per_generation": self.steps_per_generation, "objective": self.objective,
             "mode": self.mode, "seed": self.seed, "strategy": self.strategy.name,
             "strategy_settings": {k: _jsonable(v) for k, v in self.strategy.settings.items()},
-            "optimizer": describe_callable(task.optimizer),
+            "optimizer": optimizer,
             "data": data_hash(task), "params": params, "metrics": list(traced.metrics),
+            **extra,
         })
 
 

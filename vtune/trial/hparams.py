@@ -6,6 +6,7 @@ trial), so new values never recompile. Four roles consume them:
 * optimizer: the numeric arguments of the optimizer factory (``learning_rate``,
   ``b1``, ``weight_decay``, ``momentum``...) plus ``clip_norm``, through
   ``optax.inject_hyperparams`` and overwritten from the population every step;
+  and ``optimizer``, the family (see below);
 * schedule: ``schedule`` (constant | cosine | step), ``warmup`` and, for step
   decay, ``decay_rate`` and ``decay_every``, computed inside the step;
 * data: ``train_fraction``, the share of the training set a trial samples
@@ -52,6 +53,22 @@ before (same minibatches, same loss, same population pytree).
   starts at scale 1.
 
 None of them is init-only: a PBT clone may change all four.
+
+The optimizer family (``optimizer``, e.g. ``vtune.choice(["adamw", "sgdw",
+"rmsprop"])``) is a choice like any other, an int32 code per trial (the index
+in the space's options). The names are those of :data:`FAMILIES`, or of the
+task's own mapping ``Task(optimizer={name: factory, ...})``. Every trial holds
+the states of all the families the space offers side by side, and each step
+applies its own family's update and leaves the other states untouched (under
+vmap every family's update is computed, then selected: cheap for small
+models). The numeric arguments of every family are hyperparameters (the union
+of their names is accepted by the space); a name a family does not take is
+inert for its trials (:meth:`HParamTable.inert`, which reports use). A
+shared name the space leaves out takes each family's own default (``momentum``
+is 0.9 for ``sgdw``, 0 for ``rmsprop``). ``optimizer`` is init-only: a PBT
+clone keeps its parent's family (and the optimizer state that goes with it).
+A search whose space does not name ``optimizer`` has no such hyperparameter:
+it trains the task's one factory (the first of a mapping) exactly as before.
 """
 
 from __future__ import annotations
@@ -60,7 +77,7 @@ import dataclasses
 import inspect
 import math
 import numbers
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -105,6 +122,8 @@ BOUNDS = {
     "b1": (0.0, 1.0, True, False),
     "b2": (0.0, 1.0, True, False),
     "eps": (0.0, math.inf, False, False),
+    "decay": (0.0, 1.0, True, False),
+    "initial_scale": (0.0, math.inf, True, False),
     "warmup": (0.0, 1.0, True, True),
     "decay_rate": (0.0, 1.0, False, True),
     "decay_every": (0.0, 1.0, False, True),
@@ -124,7 +143,12 @@ INTEGER = ("batch_size", "plateau_patience")
 #: its parent's weights, so changing them on a clone would change nothing.
 #: Structure is among them: a clone keeps its parent's width and depth (the
 #: per-layer ``width_1`` ... ``width_32`` of :class:`vtune.nn.MaskedMLP` included).
-INIT_ONLY = ("init", "init_scale", "width", "depth", *(f"width_{k}" for k in range(1, 33)))
+#: The optimizer family is among them too: a clone keeps its parent's family.
+INIT_ONLY = ("init", "init_scale", "width", "depth", *(f"width_{k}" for k in range(1, 33)),
+             "optimizer")
+
+#: The hyperparameter that names a trial's optimizer family.
+FAMILY = "optimizer"
 
 SCHEDULE_NAMES = ("schedule", "warmup", "decay_rate", "decay_every")
 LOSS_NAMES = ("l2",)
@@ -161,6 +185,81 @@ def sgdw(learning_rate, momentum=0.9, weight_decay=0.0, nesterov=False):
     return optax.chain(optax.trace(decay=momentum, nesterov=nesterov),
                        optax.add_decayed_weights(weight_decay),
                        optax.scale_by_learning_rate(learning_rate))
+
+
+#: The optimizer families a space may name in ``optimizer`` when the task has one
+#: factory (one of these); a task offers others as ``Task(optimizer={name: factory})``.
+FAMILIES = {"adamw": optax.adamw, "adam": optax.adam, "sgdw": sgdw, "sgd": optax.sgd,
+            "rmsprop": optax.rmsprop}
+
+
+class Family(NamedTuple):
+    """One optimizer family of a search.
+
+    Attributes:
+      name: its name, the value of the ``optimizer`` hyperparameter.
+      factory: the optax factory.
+      hparams: ``(name, default)`` of its hyperparameters (:func:`optimizer_hparams`), sorted.
+    """
+
+    name: str
+    factory: Callable
+    hparams: tuple[tuple[str, float], ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in self.hparams)
+
+
+def single_optimizer(optimizer: Callable | Mapping[str, Callable]) -> Callable:
+    """The factory a search that does not name ``optimizer`` trains: the task's
+    factory, or the first of its mapping."""
+    return next(iter(optimizer.values())) if isinstance(optimizer, Mapping) else optimizer
+
+
+def optimizer_families(optimizer: Callable | Mapping[str, Callable],
+                       space: Space) -> tuple[Family, ...]:
+    """The families a search trains, in the order of their codes; ``()`` when
+    the space does not name ``optimizer``.
+
+    Args:
+      optimizer: the task's optimizer: one factory (then the names are looked
+        up in :data:`FAMILIES`, and the factory must be one of them) or a
+        mapping ``{name: factory}``.
+      space: the search space.
+
+    Raises:
+      ValueError: naming the value, for a family name that is not offered, or
+        a distribution of ``optimizer`` that is not a choice of names.
+
+    Example:
+        >>> space = vtune.Space({"optimizer": vtune.choice(["adamw", "sgdw"])})
+        >>> [(f.name, f.names) for f in optimizer_families(optax.adamw, space)]
+        [('adamw', ('b1', 'b2', 'clip_norm', 'eps', 'eps_root', 'learning_rate', 'weight_decay')),
+         ('sgdw', ('clip_norm', 'learning_rate', 'momentum', 'weight_decay'))]
+    """
+    if FAMILY not in space:
+        return ()
+    dist = space[FAMILY]
+    options = _dist_values(dist)
+    if not isinstance(dist, (Choice, Fixed)) or not all(isinstance(o, str) for o in options):
+        raise ValueError(f"space[{FAMILY!r}]: {dist!r} does not name optimizer families; use "
+                         f"e.g. vtune.choice([\"adamw\", \"sgdw\"])")
+    if isinstance(optimizer, Mapping):
+        offered = dict(optimizer)
+    elif optimizer in FAMILIES.values():
+        offered = FAMILIES
+    else:
+        raise ValueError(f"space[{FAMILY!r}]: the task has the one optimizer "
+                         f"{getattr(optimizer, '__name__', optimizer)!r}, not one of vtune's "
+                         f"families {list(FAMILIES)}; give the families to choose among as "
+                         f"Task(optimizer={{name: factory, ...}})")
+    bad = [o for o in options if o not in offered]
+    if bad:
+        raise ValueError(f"space[{FAMILY!r}]: {bad} is not among the optimizer families "
+                         f"{list(offered)}")
+    return tuple(Family(o, offered[o], tuple(sorted(optimizer_hparams(offered[o]).items())))
+                 for o in options)
 
 
 def optimizer_hparams(factory: Callable) -> dict[str, float]:
@@ -344,12 +443,31 @@ class HParamTable:
     Attributes:
       space: the search space.
       defaults: host values of the hyperparameters the space does not set.
-      optimizer: names consumed by the optimizer.
+      optimizer: names consumed by the optimizer (of every family).
+      families: the optimizer families the space chooses among, in the order
+        of their codes (:func:`optimizer_families`); ``()`` for one factory.
+      family_defaults: for an optimizer hyperparameter the space leaves out,
+        its default in each family (in ``families`` order): a trial takes its
+        own family's (a family without the name, the first family's).
     """
 
     space: Space
     defaults: Mapping[str, Any]
     optimizer: tuple[str, ...]
+    families: tuple[Family, ...] = ()
+    family_defaults: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
+
+    def inert(self) -> dict[str, tuple[str, ...]]:
+        """``{family: the optimizer hyperparameters its trials ignore}`` (``{}`` for one factory).
+
+        Example:
+            >>> task = vtune.tasks.mlp_classifier(hidden_sizes=(8,))
+            >>> space = vtune.Space({"optimizer": vtune.choice(["adamw", "sgdw"])})
+            >>> vtune.program.build(task, space, steps=1).table.inert()["sgdw"]
+            ('b1', 'b2', 'eps', 'eps_root')
+        """
+        return {f.name: tuple(n for n in self.optimizer if n not in f.names)
+                for f in self.families}
 
     def tunes(self, name: str) -> bool:
         """Whether the opt-in knob ``name`` (:data:`OPT_IN`) is part of this search."""
@@ -368,6 +486,10 @@ class HParamTable:
         for name in self.names:
             if name in configs:
                 out[name] = np.asarray(configs[name])
+            elif name in self.family_defaults:
+                names = [f.name for f in self.families]
+                codes = [names.index(v) for v in np.asarray(configs[FAMILY]).tolist()]
+                out[name] = np.asarray(self.family_defaults[name])[codes]
             else:
                 out[name] = np.full(n, self.defaults[name], dtype=object if isinstance(
                     self.defaults[name], str) else None)
@@ -379,18 +501,20 @@ class HParamTable:
         for name in self.names:
             v = np.asarray(values[name])
             if self.dtype(name) == np.int32 and v.dtype.kind in "OU":
-                options = CATEGORIES.get(name) or self.space[name].options
+                options = CATEGORIES.get(name) or _dist_values(self.space[name])
                 v = np.array([options.index(x) for x in v.tolist()], dtype=np.int32)
             out[name] = v.astype(self.dtype(name))
         return out
 
 
-def resolve(space: Space, model_reads: set[str], optimizer: Callable,
+def resolve(space: Space, model_reads: set[str], optimizer: Callable | Mapping[str, Callable],
             task_defaults: Mapping[str, Any],
             model_specs: Mapping[str, Mapping[str, Any]] | None = None) -> HParamTable:
     """Checks a space against what a task consumes and fills in defaults.
 
     Args:
+      optimizer: the task's optimizer, one factory or ``{name: factory}``
+        (see :func:`optimizer_families`).
       model_specs: what the model declares per hyperparameter
         (:meth:`vtune.Task.model_hparams`): ``low`` / ``high`` (the allocated
         range, e.g. a width's maximum), ``integer``, ``default`` (used when
@@ -399,11 +523,21 @@ def resolve(space: Space, model_reads: set[str], optimizer: Callable,
     Raises:
       ValueError: a space name nothing consumes (the message lists the accepted
         names), a value outside its legal range or the model's allocation, or
-        a name the model reads that has neither a space entry nor a default.
+        a name the model reads that has neither a space entry nor a default, an
+        optimizer family that is not offered (:func:`optimizer_families`).
     """
     model_specs = model_specs or {}
-    opt = optimizer_hparams(optimizer)
+    families = optimizer_families(optimizer, space)
+    if families:
+        opt = {}
+        for f in families:
+            for n, d in f.hparams:
+                opt.setdefault(n, d)
+    else:
+        opt = optimizer_hparams(single_optimizer(optimizer))
     accepted = set(opt) | set(SCHEDULE_NAMES) | set(LOSS_NAMES) | set(DATA_NAMES) | set(model_reads)
+    if families:
+        accepted.add(FAMILY)
     unknown = [n for n in space.names if n not in accepted | set(OPT_IN)]
     if unknown:
         raise ValueError(f"hyperparameter(s) {unknown} are consumed by nothing in this task; "
@@ -415,7 +549,7 @@ def resolve(space: Space, model_reads: set[str], optimizer: Callable,
     # An opt-in group takes part when the space names one of its members.
     for name in space.names:
         accepted |= set(OPT_IN.get(name, ()))
-    defaults = {}
+    defaults, family_defaults = {}, {}
     for name in sorted(accepted - set(space.names)):
         if name in task_defaults:
             defaults[name] = task_defaults[name]
@@ -423,6 +557,11 @@ def resolve(space: Space, model_reads: set[str], optimizer: Callable,
             defaults[name] = model_specs[name]["default"]
         elif name in opt:
             defaults[name] = opt[name]
+            if families:
+                family_defaults[name] = tuple(dict(f.hparams).get(name, opt[name])
+                                              for f in families)
+                for v in family_defaults[name]:
+                    _check_bounds(name, Fixed(v))
         elif name in DEFAULTS:
             defaults[name] = DEFAULTS[name]
         else:
@@ -432,4 +571,5 @@ def resolve(space: Space, model_reads: set[str], optimizer: Callable,
         _check_bounds(name, Fixed(defaults[name]))
         if name in model_specs:
             check_model_spec(name, Fixed(defaults[name]), model_specs[name], "defaults")
-    return HParamTable(space=space, defaults=defaults, optimizer=tuple(sorted(opt)))
+    return HParamTable(space=space, defaults=defaults, optimizer=tuple(sorted(opt)),
+                       families=families, family_defaults=family_defaults)

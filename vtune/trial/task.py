@@ -51,7 +51,11 @@ class Task:
       batch_size: minibatch size (ignored without data); when the space tunes
         ``batch_size``, the allocation: the largest batch a trial may use.
       optimizer: an optax factory such as ``optax.adamw`` (default) or
-        ``optax.sgd``; its numeric arguments become hyperparameters.
+        ``optax.sgd``; its numeric arguments become hyperparameters. Or a
+        mapping ``{name: factory}`` of the optimizer families a space may
+        choose among by name (``space["optimizer"] = vtune.choice([...])``;
+        a space that does not name it trains the first). A single factory
+        offers :data:`vtune.trial.hparams.FAMILIES` instead.
       defaults: default values for hyperparameters the space leaves out,
         overriding :data:`vtune.trial.hparams.DEFAULTS`.
       name: identifies the task in checkpoints and reports.
@@ -69,15 +73,24 @@ class Task:
     metrics: Callable
     data: Dataset | None = None
     batch_size: int = 128
-    optimizer: Callable = optax.adamw
+    optimizer: Callable | Mapping[str, Callable] = optax.adamw
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     name: str = "task"
     hparam_specs: Callable | None = None
 
     def __post_init__(self):
-        for f in ("init", "loss", "metrics", "optimizer"):
+        for f in ("init", "loss", "metrics"):
             if not callable(getattr(self, f)):
                 raise TypeError(f"Task.{f} must be callable, got {getattr(self, f)!r}")
+        if isinstance(self.optimizer, Mapping):
+            bad = {k: v for k, v in self.optimizer.items()
+                   if not isinstance(k, str) or not k or not callable(v)}
+            if bad or not self.optimizer:
+                raise TypeError(f"Task.optimizer: a mapping of optimizer families must map "
+                                f"names (str) to optax factories, got {bad or '{}'}")
+        elif not callable(self.optimizer):
+            raise TypeError(f"Task.optimizer must be callable (an optax factory) or a mapping "
+                            f"{{name: factory}}, got {self.optimizer!r}")
         if self.data is not None and not isinstance(self.data, Dataset):
             raise TypeError(f"Task.data must be a vtune.datasets.Dataset or None, "
                             f"got {type(self.data).__name__}")
@@ -135,7 +148,10 @@ class Task:
 
     def fingerprint(self) -> str:
         """A short hash of what makes two tasks the same search problem."""
-        parts = [self.name, str(self.batch_size), getattr(self.optimizer, "__name__", "?")]
+        name = lambda f: getattr(f, "__name__", "?")
+        parts = [self.name, str(self.batch_size),
+                 ",".join(f"{k}={name(f)}" for k, f in self.optimizer.items())
+                 if isinstance(self.optimizer, Mapping) else name(self.optimizer)]
         if self.data is not None:
             d = self.data
             parts += [d.name, str(d.x_train.shape), str(d.x_val.shape),
@@ -170,7 +186,8 @@ def classification_loss(logits, labels):
 
 def from_nnx(model: Callable[[Mapping, nnx.Rngs], nnx.Module], data: Dataset, *,
              loss: Callable = classification_loss, classification: bool = True,
-             batch_size: int = 128, optimizer: Callable = optax.adamw,
+             batch_size: int = 128,
+             optimizer: Callable | Mapping[str, Callable] = optax.adamw,
              defaults: Mapping[str, Any] | None = None, name: str | None = None) -> Task:
     """A Task from a Flax NNX module built from the trial's hyperparameters.
 
