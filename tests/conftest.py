@@ -26,6 +26,10 @@ _XLA_CACHE = tempfile.mkdtemp(prefix="vtune-tests-xla-")
 atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+# Subprocesses (scale-out, kill-and-resume, the CLI) share it; vtune leaves a cache the
+# user configured alone, so they write nothing of their own either.
+os.environ.update(JAX_COMPILATION_CACHE_DIR=_XLA_CACHE,
+                  JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.1")
 
 
 @pytest.fixture(scope="session")
