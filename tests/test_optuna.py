@@ -116,6 +116,19 @@ def test_a_taken_study_name_is_refused_unless_overwritten(searched, tmp_path):
     study = export_lib.export(result, tmp_path / "twice.db", study_name="s", overwrite=True)
     assert len(optuna.get_all_study_summaries(url)) == 1
     assert len(study.trials) == len(result.trials())  # replaced, not appended
+    with pytest.raises(ValueError, match="already holds a study named 's'"):
+        export_lib.live(url, study_name="s")  # before any search starts
+
+
+def test_a_hyperparameter_a_row_leaves_out_is_no_param():
+    rows = [{"generation": 0, "slot": 0, "trial_id": 0, "parent_id": -1, "step": 1,
+             "status": "alive", "momentum": None, "learning_rate": 0.1, "val_loss": 0.5}]
+    space = vtune.Space({"learning_rate": vtune.loguniform(1e-3, 1.0),
+                         "momentum": vtune.uniform(0.0, 0.9)})
+    result = vtune.SearchResult(best=None, history=rows, objective="val_loss", mode="min",
+                                tuned=space.names, space=space, metrics=("val_loss",))
+    (trial,) = result.to_optuna().trials
+    assert trial.params == {"learning_rate": 0.1} and trial.value == 0.5
 
 
 def test_import_vtune_does_not_import_optuna():

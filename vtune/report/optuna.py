@@ -160,11 +160,13 @@ def _trial(rows: list[dict], objective: str, mode: str, metrics, dists: dict):
     if "examples_seen" in last:
         attrs["examples_seen"] = int(last["examples_seen"])
     attrs.update({m: _attr(at[m]) for m in metrics if m in at})
+    # A hyperparameter a row leaves out (or holds None) is not the trial's: no param.
+    params = {name: at[name] for name in dists if at.get(name) is not None}
     return optuna.trial.create_trial(
         state=getattr(optuna.trial.TrialState, state),
         value=None if state == "FAIL" else float(top[objective]),
-        params={name: at[name] for name in dists},
-        distributions=dists,
+        params=params,
+        distributions={name: dists[name] for name in params},
         user_attrs=attrs,
         intermediate_values={int(r["step"]): float(r[objective]) for r in rows
                              if finite(r.get(objective))})
@@ -245,13 +247,22 @@ def live(storage, *, study_name: str | None = None, overwrite: bool = False) -> 
     the order they were added: ``user_attrs["vtune_trial_id"]`` is vtune's id.
     The study is created at the first generation.
 
+    The callback sees only the generations it is called for: a search resumed
+    from a checkpoint needs a new ``study_name`` (or ``overwrite=True``), and
+    its trials that span the interruption carry only their evaluations after
+    it. For the complete record, :func:`export` the result at the end.
+
     Args:
       storage, study_name, overwrite: as in :func:`export`; a storage other
-        than None is needed for anyone else to see the study.
+        than None is needed for anyone else to see the study. A name already
+        taken in ``storage`` is refused here, before the search starts.
 
     Returns:
       The callback. Its attribute ``study`` is the ``optuna.Study`` once the
       first generation has been written (None before).
+
+    Raises:
+      ValueError: ``study_name`` is taken in ``storage`` and ``overwrite`` is False.
 
     Example:
         >>> task = vtune.tasks.mlp_classifier(vtune.datasets.synthetic(), hidden_sizes=(8,))
@@ -262,6 +273,12 @@ def live(storage, *, study_name: str | None = None, overwrite: bool = False) -> 
         >>> len(watch.study.trials) == len(result.trials())
         True
     """
+    if overwrite is not True and overwrite is not False:
+        raise TypeError(f"overwrite must be a bool, got {overwrite!r}")
+    if storage is not None and study_name is not None and not overwrite and \
+            study_name in _optuna().get_all_study_names(storage=_storage(storage)):
+        raise ValueError(f"the storage already holds a study named {study_name!r}; pass another "
+                         f"study_name, or overwrite=True to replace it")
     history: list[dict] = []
     written: set[int] = set()
 
