@@ -59,7 +59,8 @@ from typing import Any
 import jax
 
 from vtune.report.callbacks import Callback, Generation
-from vtune.report.schema import best_row, by_trial, finite, hparam_names, infer_metrics
+from vtune.report.schema import (best_row, by_trial, check_mode, finite, hparam_names,
+                                 infer_metrics)
 from vtune.space import Choice, Fixed, IntUniform, LogUniform, Space, Uniform
 from vtune.version import __version__
 
@@ -191,7 +192,8 @@ def _study(storage, study_name, objective, mode, overwrite):
             pass
     try:
         return optuna.create_study(storage=storage, study_name=study_name,
-                                   direction="minimize" if mode == "min" else "maximize")
+                                   direction={"min": "minimize",
+                                              "max": "maximize"}[check_mode(mode)])
     except optuna.exceptions.DuplicatedStudyError:
         raise ValueError(f"the storage already holds a study named {study_name!r}; pass another "
                          f"study_name, or overwrite=True to replace it") from None

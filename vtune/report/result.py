@@ -300,7 +300,7 @@ class SearchResult:
         study_name="digits")``, then ``optuna-dashboard sqlite:///search.db``.
 
         Returns:
-          The ``optuna.Study``.
+          The ``optuna.Study`` (None on processes other than 0, which write nothing).
         """
         return optuna_lib.export(self, storage, study_name=study_name, overwrite=overwrite)
 
