@@ -33,6 +33,7 @@ def searched(tiny_data, tmp_path_factory):
     return result, url
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_an_exported_search_reads_back_through_optuna(searched, tmp_path):
     result, _ = searched
     url = f"sqlite:///{tmp_path / 'search.db'}"
@@ -75,6 +76,7 @@ def test_an_exported_search_reads_back_through_optuna(searched, tmp_path):
             assert trial.value == summary["val_accuracy"] == max(finite.values())
     assert any(t.user_attrs["origin"] == "cloned" for t in study.trials)
     assert study.user_attrs["objective"] == "val_accuracy" and study.user_attrs["mode"] == "max"
+    assert study.metric_names == ["val_accuracy"]
     assert study.user_attrs["defaults"]["momentum"] == 0.0
 
 

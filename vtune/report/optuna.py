@@ -33,8 +33,12 @@ evaluations) becomes one Optuna trial:
   (``best_generation``, ``best_step``), its vtune ``status``, ``step`` and
   ``examples_seen``, and every metric at its best evaluation.
 
-The study's ``user_attrs`` hold the objective, mode, metric names and the
-hyperparameters the space left at their defaults.
+The study's value is named after the objective (``study.metric_names``), and
+its ``user_attrs`` hold the objective, mode, metric names and the
+hyperparameters the space left at their defaults. Optuna's ``create_trial``
+stamps every trial's start and completion with the time it was written (the
+timeline of a study exported after the search says nothing of its schedule;
+``wall_time`` in the history does).
 
 Optuna is an optional dependency (the ``optuna`` extra:
 ``pip install 'vtune[optuna]'``); ``import vtune`` never imports it.
@@ -54,6 +58,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+import warnings
 from typing import Any
 
 import jax
@@ -200,6 +205,9 @@ def _study(storage, study_name, objective, mode, overwrite):
 
 
 def _describe(study, objective, mode, metrics, defaults) -> None:
+    with warnings.catch_warnings():  # set_metric_names is experimental in Optuna 3.2 to 5
+        warnings.simplefilter("ignore", _optuna().exceptions.ExperimentalWarning)
+        study.set_metric_names([objective])  # plots and the dashboard name the value
     study.set_user_attr("vtune_version", __version__)
     study.set_user_attr("objective", objective)
     study.set_user_attr("mode", mode)
