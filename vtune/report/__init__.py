@@ -7,10 +7,13 @@ that needs them is called.
 * :mod:`vtune.report.codec`: the JSON codec for numpy and non-finite values;
 * :mod:`vtune.report.result`: :class:`SearchResult` and :class:`Trial`;
 * :mod:`vtune.report.lineage`, :mod:`vtune.report.diagnose`,
-  :mod:`vtune.report.plots`, :mod:`vtune.report.callbacks` (per-generation hooks).
+  :mod:`vtune.report.plots`, :mod:`vtune.report.callbacks` (per-generation hooks);
+* :mod:`vtune.report.optuna`: a search as an Optuna study (the ``optuna`` extra,
+  imported only when used).
 """
 
-from vtune.report import callbacks, codec, diagnose, lineage, schema
+from vtune.report import callbacks, codec, diagnose, lineage, optuna, schema
 from vtune.report.result import SearchResult, Trial
 
-__all__ = ["SearchResult", "Trial", "callbacks", "codec", "diagnose", "lineage", "schema"]
+__all__ = ["SearchResult", "Trial", "callbacks", "codec", "diagnose", "lineage", "optuna",
+           "schema"]

@@ -32,6 +32,8 @@ class Generation(NamedTuple):
       rows: the history rows this generation added (one per slot; copies).
       best: the best trial so far (a :class:`vtune.Trial` without params), or None.
       objective, mode: what the search optimises.
+      space: the searched :class:`vtune.Space` (None when not known).
+      metrics: the task's metric names, as in :attr:`vtune.SearchResult.metrics`.
     """
 
     generation: int
@@ -40,6 +42,8 @@ class Generation(NamedTuple):
     best: Any
     objective: str
     mode: str
+    space: Any = None
+    metrics: tuple[str, ...] = ()
 
 
 Callback = Callable[[Generation], Any]

@@ -33,6 +33,7 @@ import jax
 from vtune.report import codec
 from vtune.report import diagnose as diagnose_lib
 from vtune.report import lineage as lineage_lib
+from vtune.report import optuna as optuna_lib
 from vtune.report.schema import (ORIGINS, STATUSES, best_row, by_trial, fmt, hashable,
                                  infer_metrics, keys, origin, rank_key)
 from vtune.report.schema import hparam_names as schema_hparam_names
@@ -317,6 +318,19 @@ class SearchResult:
                    mode=doc["mode"], tuned=tuple(doc["tuned"]), space=space,
                    metrics=tuple(doc.get("metrics", ())),
                    inert={k: tuple(v) for k, v in doc.get("inert", {}).items()})
+
+    def to_optuna(self, storage=None, *, study_name: str | None = None,
+                  overwrite: bool = False):
+        """Writes every trial as one trial of a new Optuna study; needs the ``optuna`` extra.
+
+        See :func:`vtune.report.optuna.export` (the arguments and what each
+        trial holds); e.g. ``result.to_optuna("sqlite:///search.db",
+        study_name="digits")``, then ``optuna-dashboard sqlite:///search.db``.
+
+        Returns:
+          The ``optuna.Study`` (None on processes other than 0, which write nothing).
+        """
+        return optuna_lib.export(self, storage, study_name=study_name, overwrite=overwrite)
 
     def save(self, out_dir, *, plots: bool = True, k: int = 10,
              thresholds=None) -> dict[str, pathlib.Path]:

@@ -213,7 +213,7 @@ def run(task: Task, spec: SearchSpec) -> SearchResult:
                             trial_steps_s=f"{size * steps / (time.perf_counter() - tick):,.0f}")
             bar.update()
             if spec.callbacks:
-                _notify(spec, host, g + 1, rows)
+                _notify(spec, host, g + 1, rows, metric_names)
     except KeyboardInterrupt:
         bar.close()
         if ckpt is None:
@@ -234,10 +234,10 @@ def _say(spec: SearchSpec, message: str) -> None:
         tqdm.write(f"vtune: {message}", file=sys.stderr)
 
 
-def _notify(spec: SearchSpec, host: _Host, generation: int, rows: list) -> None:
+def _notify(spec: SearchSpec, host: _Host, generation: int, rows: list, metrics) -> None:
     best = None if host.best is None else Trial(**host.best)
     report = Generation(generation, spec.generations, [dict(r) for r in rows], best,
-                        spec.objective, spec.mode)
+                        spec.objective, spec.mode, spec.space, tuple(metrics))
     for callback in spec.callbacks:
         callback(report)
 
