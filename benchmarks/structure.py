@@ -35,7 +35,8 @@ of every width 16..128 with depths 1..3. ``padding`` sets that against the measu
 ratio (masked over per-shape) and says whether padding wastes more than 2x. Every row also
 has its useful GFLOP/s as a fraction of a large jitted matmul measured in the same run.
 
-Run from the repository root (about 2-3 minutes on 2 CPU cores)::
+Run from the repository root (about 3 minutes on 2 CPU cores shared with other work at load
+average 3-5; 7 minutes at load average 5 and more: 19 compiles dominate)::
 
     PYTHONPATH=. python benchmarks/structure.py
     PYTHONPATH=. python benchmarks/structure.py --widths 16 128 --depths 1 2 --per-shape 2 \
