@@ -19,6 +19,7 @@ import vtune
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
 import baselines  # noqa: E402
 import search_quality  # noqa: E402
+import structure  # noqa: E402
 import throughput  # noqa: E402
 
 HP = {"learning_rate": 3e-3, "weight_decay": 1e-3, "dropout": 0.0, "b1": 0.85}
@@ -98,6 +99,59 @@ def test_throughput_rows_and_missing_torch(tmp_path, monkeypatch):
         rows["vtune"]["trial_steps_per_s"] / loop["trial_steps_per_s"])
     assert result["targets"]["speedup_vs_jax_sequential_scan"]["met"] is None  # P=64 not run
     assert result["torch_matmul_gflops"] is None and result["cpu_devices"] == jax.device_count()
+
+
+def test_structure_flops_count_the_padding():
+    # digits: 64 inputs, 10 classes; one trial 16 x 1 and one 128 x 2, batch 1.
+    useful = [6 * (64 * 16 + 16 * 10), 6 * (64 * 128 + 128 * 128 + 128 * 10)]
+    f = structure.flops([(16, 1), (128, 2)], 64, 10, 1)
+    assert f["allocated_per_trial_step"] == useful[1]
+    assert f["useful_per_trial_step"] == sum(useful) / 2
+    assert f["waste_factor"] == pytest.approx(2 * useful[1] / sum(useful))
+    assert structure.flops([(32, 2)], 64, 10, 1)["waste_factor"] == 1.0
+
+
+def test_structure_rows(tmp_path):
+    out = tmp_path / "structure.json"
+    # One shape, two implementations: each compile takes seconds, so as few as can show
+    # the rows (one_at_a_time would add one more per shape).
+    result = structure.main(["--widths", "8", "--depths", "1", "--per-shape", "2",
+                             "--steps", "2", "--batch-size", "8", "--repeats", "1",
+                             "--matmul-size", "64", "--impls", "masked", "per_shape",
+                             "--data", "synthetic",
+                             "--cpu-devices", "1",  # never change the session's devices
+                             "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    rows = {r["impl"]: r for r in result["rows"]}
+    assert sorted(rows) == ["masked", "per_shape"] and result["population"] == 2
+    assert rows["masked"]["programs"] == rows["per_shape"]["programs"] == 1
+    for r in rows.values():
+        assert r["trial_steps_per_s"] > 0 and r["compile_s"] > 0 and len(r["times_s"]) == 1
+        assert math.isfinite(r["val_loss_median"])
+    assert rows["per_shape"]["masked_speedup"] == pytest.approx(
+        rows["masked"]["trial_steps_per_s"] / rows["per_shape"]["trial_steps_per_s"])
+    pad = result["padding"]
+    assert pad["flop_waste_factor"] == result["flops"]["mix"]["waste_factor"] == 1.0
+    assert pad["time_ratio_masked_over_per_shape"] == pytest.approx(
+        rows["masked"]["median_s"] / rows["per_shape"]["median_s"])
+
+
+def test_structure_padding_verdict():
+    def verdict(waste, masked_s, per_shape_s):
+        rows = [{"impl": "masked", "median_s": masked_s},
+                {"impl": "per_shape", "median_s": per_shape_s}]
+        return structure.padding({"rows": rows, "widths": [16, 128], "depths": [1, 3],
+                                  "flops": {"mix": {"waste_factor": waste,
+                                                    "useful_fraction": 1 / waste}}})
+
+    fine = verdict(1.5, 1.2, 1.0)
+    assert fine["wastes_more_than_limit"] == {"flops": False, "time": False}
+    assert fine["time_ratio_masked_over_per_shape"] == pytest.approx(1.2)
+    assert "Within 2x" in fine["verdict"] and "MORE THAN" not in fine["verdict"]
+    bad = verdict(4.1, 2.6, 1.0)
+    assert bad["wastes_more_than_limit"] == {"flops": True, "time": True}
+    assert "MORE THAN 2x WASTED (flops and time)" in bad["verdict"]
+    assert verdict(4.1, 1.5, 1.0)["wastes_more_than_limit"] == {"flops": True, "time": False}
 
 
 def test_search_quality_time_to_target():

@@ -12,14 +12,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytest.importorskip("matplotlib")
 
 
-def test_cli_runs_a_small_search_and_prints_the_best(capsys):
-    assert vtune.cli.main(["--population", "4", "--generations", "2", "--steps", "5",
-                           "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "best trial" in out and "learning_rate=" in out
-    assert "validation accuracy of the best trial" in out
-
-
 def test_cli_reports_bad_arguments_in_one_line(capsys):
     assert vtune.cli.main(["--population", "0", "--quiet"]) == 2
     err = capsys.readouterr().err
@@ -162,8 +154,23 @@ def test_the_example_config_is_the_default_search(tmp_path, capsys):
     assert search.pop("strategy").name == vtune.strategies.DEFAULT
     assert search == {"population_size": 32, "generations": 8, "steps_per_generation": 150,
                       "objective": "val_loss", "seed": 0}
-    assert config["task"].name == vtune.tasks.mlp_classifier().name
+    task = vtune.cli.default_task()
+    assert (config["task"].name, config["task"].batch_size) == (task.name, task.batch_size)
     assert config["out_dir"] == ROOT / "docs" / "digits-results"
+
+
+def test_the_default_search_tunes_structure_and_batch_size_within_its_allocation():
+    """Width, depth and batch size as the seed advice has them, the task allocated at
+    their largest values (a space above the allocation would be refused)."""
+    space, task = vtune.cli.default_space(), vtune.cli.default_task()
+    assert space["width"] == vtune.choice([16, 32, 64, 128])
+    assert space["depth"] == vtune.intuniform(1, 3)
+    assert space["batch_size"] == vtune.choice([32, 64, 128])
+    assert {"learning_rate", "weight_decay", "dropout", "init"} <= set(space.names)
+    assert task.name.startswith("mlp_classifier(64-128-128-128-10,")
+    assert task.batch_size == max(space["batch_size"].options)
+    built = vtune.program.build(task, space, steps=1)  # traced only, nothing compiled
+    assert {"width", "depth", "batch_size"} <= set(built.table.names)
 
 
 def test_presets_and_task_args(tmp_path):
@@ -183,7 +190,9 @@ def test_presets_and_task_args(tmp_path):
     assert config["out_dir"] == tmp_path / "c-results"
 
 
-def test_plain_vtune_uses_one_cpu_device_per_core(tmp_path):
+def test_plain_vtune_runs_the_default_search_on_one_cpu_device_per_core(tmp_path):
+    """The default search (its structure and batch size included) in a fresh process,
+    which may still split the CPU; one compile of the default program, so one test."""
     import os
     import pathlib
     import subprocess
@@ -198,3 +207,6 @@ def test_plain_vtune_uses_one_cpu_device_per_core(tmp_path):
     cores = max(d for d in range(1, (os.cpu_count() or 1) + 1) if 4 % d == 0)
     assert (f"on {cores} CPU devices" in out.stdout) == (cores > 1)
     assert "validation accuracy of the best trial" in out.stdout
+    assert "best trial" in out.stdout
+    for name in ("learning_rate=", "width=", "depth=", "batch_size="):
+        assert name in out.stdout, name

@@ -40,14 +40,31 @@ def test_docstring_examples_run(module):
         assert tests, f"{module.__name__} has no runnable example"
 
 
+def readme_blocks():
+    """The README's Python code blocks: the research-code example, the structure example."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) == 2
+    return blocks
+
+
 def test_readme_example_runs_and_loads_the_best_params():
-    text = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert len(blocks) == 1
     scope = {}
-    exec(compile(blocks[0], "README.md", "exec"), scope)
+    exec(compile(readme_blocks()[0], "README.md", "exec"), scope)
     result, model = scope["result"], scope["model"]
     data = vtune.datasets.digits()
     acc = np.mean(np.argmax(model(data.x_val), -1) == data.y_val)
     assert acc == pytest.approx(result.best.metrics["val_accuracy"], abs=1e-6)
     assert acc > 0.9
+
+
+def test_readme_structure_example_runs_one_program_over_the_mix():
+    scope = {}
+    exec(compile(readme_blocks()[1], "README.md", "exec"), scope)
+    structure, one = scope["structure"], scope["one"]
+    shapes = {(int(r["width"]), int(r["depth"])) for r in structure.history}
+    assert len(shapes) > 1 and all(w in (16, 32, 64, 128) and 1 <= d <= 3 for w, d in shapes)
+    assert structure.best.metrics["val_accuracy"] > 0.5
+    # The layer computes its own width: the masked units' weights are zero, the rest not.
+    kernel = np.asarray(one.hidden.kernel[...])
+    assert kernel.shape == (64, 128) and not kernel[:, 24:].any() and kernel[:, :24].all()
+    assert not np.asarray(one.out.kernel[...])[24:].any()

@@ -5,6 +5,8 @@
 """
 
 from vtune.cli.commands import main
-from vtune.cli.config import EXAMPLE_CONFIG, PRESETS, ConfigError, default_space, load_config
+from vtune.cli.config import (EXAMPLE_CONFIG, PRESETS, ConfigError, default_space, default_task,
+                              load_config)
 
-__all__ = ["EXAMPLE_CONFIG", "PRESETS", "ConfigError", "default_space", "load_config", "main"]
+__all__ = ["EXAMPLE_CONFIG", "PRESETS", "ConfigError", "default_space", "default_task",
+           "load_config", "main"]

@@ -21,9 +21,9 @@ import pathlib
 import sys
 import time
 
-from vtune import tasks
 from vtune.checkpoint import SPEC_FILE, load
-from vtune.cli.config import EXAMPLE_CONFIG, ConfigError, default_space, load_config
+from vtune.cli.config import (EXAMPLE_CONFIG, ConfigError, default_space, default_task,
+                              load_config)
 from vtune.population.devices import cpu_devices
 from vtune.report.result import SearchResult
 from vtune.search import population_search
@@ -34,7 +34,7 @@ def _default_search(args) -> int:
     devices = cpu_devices(args.population)
     start = time.perf_counter()
     result = population_search(
-        tasks.mlp_classifier(), default_space(), population_size=args.population,
+        default_task(), default_space(), population_size=args.population,
         generations=args.generations, steps_per_generation=args.steps,
         objective="val_loss", seed=args.seed, verbose=not args.quiet)
     elapsed = time.perf_counter() - start
@@ -104,6 +104,8 @@ Tune small models by training a whole population of trials as one compiled JAX p
 
 commands (each has --help):
   vtune                         the default search: an MLP on the bundled digits, 32 trials
+                                (learning rate, weight decay, dropout, init, width 16-128,
+                                depth 1-3, batch size 32-128)
   vtune run CONFIG.toml         a search described in a TOML file; writes plots, CSV, JSON
                                 and a fit diagnosis (under-/over-fitting, stalled, diverging)
   vtune report DIR              tables, plots and diagnosis of a checkpoint directory (or a

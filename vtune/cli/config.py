@@ -43,16 +43,38 @@ class ConfigError(ValueError):
     """A config file that cannot describe a search; the message names the bad entry."""
 
 
+#: ``task_args`` of the default search's ``digits_mlp``: the allocation its space needs
+#: (three hidden layers of 128 units, batches of 128 rows), see :func:`default_task`.
+DEFAULT_TASK_ARGS = {"hidden_sizes": (128, 128, 128), "batch_size": 128}
+
+
 def default_space() -> Space:
     """The default space, after the seed advice: learning rate and weight decay
-    on a log scale, dropout on a linear scale, Xavier/He/LeCun init schemes."""
+    on a log scale, dropout on a linear scale, Xavier/He/LeCun init schemes, 16 to
+    128 hidden units per layer, 1 to 3 hidden layers ("start with one layer; nodes
+    per layer 16, 32, 128") and batch sizes that are powers of two around 128.
+
+    Example:
+        >>> default_space()["width"].options, default_space()["batch_size"].options
+        ((16, 32, 64, 128), (32, 64, 128))
+    """
     return Space({
         "learning_rate": space_lib.loguniform(1e-4, 1.0),
         "weight_decay": space_lib.loguniform(1e-6, 1e-2),
         "dropout": space_lib.uniform(0.0, 0.7),
         "init": space_lib.choice(["he_normal", "he_uniform", "xavier_uniform", "xavier_normal",
                                   "lecun_normal"]),
+        "width": space_lib.choice([16, 32, 64, 128]),
+        "depth": space_lib.intuniform(1, 3),
+        "batch_size": space_lib.choice([32, 64, 128]),
     })
+
+
+def default_task() -> Task:
+    """The default search's task: the digits MLP allocated for :func:`default_space`'s
+    largest width, depth and batch size (:data:`DEFAULT_TASK_ARGS`); every trial
+    computes its own smaller network and batch."""
+    return _preset_digits_mlp(**DEFAULT_TASK_ARGS)
 
 
 # --- config files -----------------------------------------------------------------------
