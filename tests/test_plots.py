@@ -162,6 +162,24 @@ def test_lineage_follows_the_winner_back_through_its_clones(result):
     assert "never cloned" in fresh._suptitle.get_text()
 
 
+def test_integer_dimensions_get_integer_ticks_and_a_fresh_winner_no_lineage(tmp_path):
+    space = vtune.Space({"depth": vtune.intuniform(1, 3),
+                         "learning_rate": vtune.loguniform(1e-4, 1.0)})
+    # One generation: every trial sampled fresh, so the winner has no ancestors.
+    history = [dict(r, depth=1 + r["slot"] % 3) for r in pbt_history() if r["generation"] == 0]
+    fresh = SearchResult(best=None, history=history, objective="val_loss", mode="min",
+                         tuned=tuple(space), space=space)
+    fig = plots.objective_vs_hparams(fresh)
+    depth_ax = next(ax for ax in fig.axes if ax.get_xlabel() == "depth")
+    ticks = [t for t in depth_ax.get_xticks() if 1 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    paths = fresh.save(tmp_path)
+    assert "lineage" not in paths and not (tmp_path / "lineage.png").exists()
+    winner = fresh.top(1)[0]["trial_id"]
+    assert f"no lineage figure: trial {winner} was sampled fresh" in (
+        tmp_path / "top.txt").read_text()
+
+
 def test_the_readme_shows_committed_figures():
     import pathlib
     import re

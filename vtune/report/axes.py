@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from vtune.report.schema import finite, is_number
-from vtune.space import Choice
+from vtune.space import Choice, IntUniform
 
 #: Colours of the best trial, alive, pruned and diverged trials.
 BEST, ALIVE, PRUNED, DIVERGED = "#d62728", "#1f77b4", "#8c8c8c", "#ff7f0e"
@@ -48,6 +48,27 @@ def is_log_scale(result, name: str) -> bool:
         return False
     median = nums[len(nums) // 2]
     return (median - nums[0]) / (nums[-1] - nums[0]) < 0.2
+
+
+def is_integer(result, name: str) -> bool:
+    """Whether ``name`` takes only integer values: an int range in the space, else its values.
+
+    Example:
+        >>> class Result:
+        ...     space, history = None, [{"depth": 1}, {"depth": 3.0}, {"lr": 0.5}]
+        >>> is_integer(Result, "depth"), is_integer(Result, "lr")
+        (True, False)
+    """
+    if result.space is not None and name in result.space:
+        return isinstance(result.space[name], IntUniform)
+    nums = [r[name] for r in result.history if is_number(r.get(name))]
+    return bool(nums) and all(finite(v) and float(v).is_integer() for v in nums)
+
+
+def integer_ticks(axis) -> None:
+    """Ticks of a matplotlib ``axis`` at integers only (never 1.5 for a depth)."""
+    from matplotlib.ticker import MaxNLocator
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def categories(result, name: str) -> list | None:

@@ -33,8 +33,8 @@ import pathlib
 
 import numpy as np
 
-from vtune.report.axes import (ALIVE, BEST, DIVERGED, PRUNED, categories, figure, is_log_scale,
-                               positions, status_handles, zoom)
+from vtune.report.axes import (ALIVE, BEST, DIVERGED, PRUNED, categories, figure, integer_ticks,
+                               is_integer, is_log_scale, positions, status_handles, zoom)
 from vtune.report.schema import best_row, by_trial, finite
 
 #: The figures :func:`save_all` writes, as ``<name>.png``.
@@ -44,11 +44,19 @@ _MAX_PANELS = 12
 
 
 def save_all(result, out_dir, *, dpi: int = 110) -> dict[str, pathlib.Path]:
-    """Writes every figure of :data:`FIGURES` as ``out_dir/<name>.png``; returns their paths."""
+    """Writes the figures of :data:`FIGURES` as ``out_dir/<name>.png``; returns their paths.
+
+    ``lineage`` only when the best trial has ancestors (a trial sampled fresh
+    and never cloned has constant hyperparameters: nothing to draw).
+    """
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
+    best = result.best.trial_id if result.best is not None else _best_id(result)
+    cloned = best is not None and len(_segments(result, best)) > 1
     for name in FIGURES:
+        if name == "lineage" and not cloned:
+            continue
         fig = globals()[name](result)
         paths[name] = out / f"{name}.png"
         fig.savefig(paths[name], dpi=dpi)
@@ -164,6 +172,8 @@ def objective_vs_hparams(result):
             ax.set_xlim(-0.6, len(cats) - 0.4)
         elif is_log_scale(result, name):
             ax.set_xscale("log")
+        elif is_integer(result, name):
+            integer_ticks(ax.xaxis)
         if log_y:
             ax.set_yscale("log")
         ax.set_xlabel(name + (" (log scale)" if cats is None and is_log_scale(result, name)
@@ -317,6 +327,8 @@ def lineage(result, trial_id: int | None = None):
             ax.set_ylim(-0.6, len(cats) - 0.4)
         elif is_log_scale(result, name):
             ax.set_yscale("log")
+        elif is_integer(result, name):
+            integer_ticks(ax.yaxis)
         ax.set_ylabel(name, fontsize=9)
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("training steps along the lineage")

@@ -353,7 +353,13 @@ class SearchResult:
         paths = {"history": self.to_csv(out / "history.csv")}
         self.to_json(out / "result.json")
         paths["result"] = out / "result.json"
-        (out / "top.txt").write_text(self.summary() + "\n\n" + self.table(k) + "\n")
+        top = self.summary() + "\n\n" + self.table(k) + "\n"
+        best = self.best.trial_id if self.best is not None else next(
+            (t["trial_id"] for t in self.top(1)), None)
+        if plots and best is not None and len({r["trial_id"] for r in self.lineage(best)}) == 1:
+            top += (f"\nno lineage figure: trial {best} was sampled fresh and never cloned, so "
+                    "its hyperparameters never changed\n")
+        (out / "top.txt").write_text(top)
         paths["top"] = out / "top.txt"
         (out / "diagnosis.txt").write_text(diagnosis.text() + "\n")
         paths["diagnosis"] = out / "diagnosis.txt"
