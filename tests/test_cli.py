@@ -47,8 +47,14 @@ init = {choice = ["he_normal", "zeros"]}
 '''
 
 FILES = ["history.csv", "result.json", "top.txt", "diagnosis.txt", "diagnosis.json",
-         "learning_curves.png", "objective_vs_hparams.png", "optimization_history.png",
-         "lineage.png"]
+         "learning_curves.png", "objective_vs_hparams.png", "optimization_history.png"]
+
+
+def assert_lineage_only_for_a_cloned_winner(out_dir):
+    """lineage.png exists exactly when top.txt does not say the winner was never cloned."""
+    fresh = "no lineage figure" in (out_dir / "top.txt").read_text()
+    assert (out_dir / "lineage.png").exists() != fresh
+    return fresh
 
 
 def test_run_then_report_end_to_end(tmp_path, capsys):
@@ -61,16 +67,18 @@ def test_run_then_report_end_to_end(tmp_path, capsys):
     assert out.count("\n   ") >= 3  # three ranked rows under the table's header
     for name in FILES:
         assert (tmp_path / "out" / name).stat().st_size > 0, name
+    fresh = assert_lineage_only_for_a_cloned_winner(tmp_path / "out")
     run_history = (tmp_path / "out" / "history.csv").read_text()
     assert run_history.count("\n") == 1 + 4 * 2
 
     # report from the checkpoint: nothing is trained, the same history comes back.
     assert vtune.cli.main(["report", str(tmp_path / "ckpt"), "--top", "2"]) == 0
     out = capsys.readouterr().out
-    assert "Fit diagnosis of" in out and "wrote 9 files" in out
+    assert "Fit diagnosis of" in out and f"wrote {9 - fresh} files" in out
     report = tmp_path / "ckpt-report"
     for name in FILES:
         assert (report / name).stat().st_size > 0, name
+    assert assert_lineage_only_for_a_cloned_winner(report) == fresh
     assert (report / "history.csv").read_text() == run_history
 
     # report from a run's out_dir (its result.json), without plots.

@@ -49,8 +49,12 @@ def test_an_exported_search_reads_back_through_optuna(searched, tmp_path):
     assert counts["PRUNED"] > 0 and counts["FAIL"] > 0 and counts["COMPLETE"] > 0
 
     assert study.best_value == result.best.metrics["val_accuracy"]
-    assert study.best_params == {k: result.best.hparams[k] for k in SPACE}
-    assert study.best_trial.user_attrs["vtune_trial_id"] == result.best.trial_id
+    # Accuracies tie; vtune breaks ties by validation loss, Optuna takes the first trial.
+    tied = {t.user_attrs["vtune_trial_id"]: t for t in study.trials if t.value == study.best_value}
+    assert study.best_trial.user_attrs["vtune_trial_id"] in tied
+    assert tied[result.best.trial_id].params == {k: result.best.hparams[k] for k in SPACE}
+    if len(tied) == 1:
+        assert study.best_params == {k: result.best.hparams[k] for k in SPACE}
 
     dists = study.best_trial.distributions
     assert dists["learning_rate"] == optuna.distributions.FloatDistribution(1e-3, 1e3, log=True)

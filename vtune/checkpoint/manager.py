@@ -215,6 +215,14 @@ def restore_latest(manager, directory, abstract_population, abstract_best, repai
                           "trying the previous one", VtuneWarning, stacklevel=3)
             continue
         return out.get("population"), out.get("best"), search
+    if moved and not repair:
+        raise RuntimeError(
+            f"no readable checkpoint in {str(directory)!r}: it was written by vtune "
+            f"{read_spec(directory).get('vtune_version', '?')}, whose spec does not record the "
+            "parameter tree, and this task's parameters do not restore from it (the model "
+            "changed; vtune.tasks.mlp_classifier's did when it gained a tunable width and "
+            "depth). Nothing was moved or deleted; resume with the vtune that wrote it, or "
+            f"start afresh in another checkpoint_dir or with overwrite=True. Unreadable: {moved}")
     if moved:
         raise RuntimeError(f"no readable checkpoint is left in {str(directory)!r}; "
                            f"unreadable: {moved}")
