@@ -8,14 +8,14 @@ import optax
 import pytest
 
 import vtune
-from vtune.trial import hparams
+from vtune.trial import hparams, optimizers, schedule
 
 
 def sched(name, **kw):
-    hp = {"schedule": jnp.int32(hparams.SCHEDULES.index(name)), "warmup": jnp.float32(0.0),
+    hp = {"schedule": jnp.int32(schedule.SCHEDULES.index(name)), "warmup": jnp.float32(0.0),
           "decay_rate": jnp.float32(0.5), "decay_every": jnp.float32(0.25)}
     hp.update({k: jnp.float32(v) for k, v in kw.items()})
-    return lambda step: float(hparams.lr_factor(hp, jnp.int32(step), jnp.int32(100)))
+    return lambda step: float(schedule.lr_factor(hp, jnp.int32(step), jnp.int32(100)))
 
 
 def test_schedules():
@@ -29,12 +29,12 @@ def test_schedules():
 
 
 def test_optimizer_arguments_become_hyperparameters():
-    assert hparams.optimizer_hparams(optax.adamw) == {
+    assert optimizers.optimizer_hparams(optax.adamw) == {
         "learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "eps_root": 0.0,
         "weight_decay": 1e-4, "clip_norm": math.inf}
-    assert hparams.optimizer_hparams(optax.sgd) == {
+    assert optimizers.optimizer_hparams(optax.sgd) == {
         "learning_rate": 1e-3, "momentum": 0.0, "clip_norm": math.inf}
-    assert set(hparams.optimizer_hparams(vtune.sgdw)) == {
+    assert set(optimizers.optimizer_hparams(vtune.sgdw)) == {
         "learning_rate", "momentum", "weight_decay", "clip_norm"}
 
 
@@ -43,11 +43,11 @@ def test_optimizer_that_needs_an_unknown_argument_is_refused():
         return optax.sgd(learning_rate)
 
     with pytest.raises(TypeError, match="mystery.*functools.partial"):
-        hparams.optimizer_hparams(needs)
+        optimizers.optimizer_hparams(needs)
 
 
 def test_injected_values_drive_the_update():
-    tx = hparams.make_optimizer(optax.sgd)(learning_rate=jnp.float32(0.5),
+    tx = optimizers.make_optimizer(optax.sgd)(learning_rate=jnp.float32(0.5),
                                            momentum=jnp.float32(0.0), clip_norm=jnp.float32(1.0))
     params = {"w": jnp.zeros(2)}
     state = tx.init(params)

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 import vtune
-from vtune.trial import hparams
+from vtune.trial import schedule
 
 
 @pytest.fixture
@@ -101,10 +101,10 @@ HORIZON = 200
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("decay_every", [0.1, 0.05, 0.15, 0.3, 0.35, 0.7, 0.001])
 def test_step_decay_counts_whole_steps(x64, dtype, decay_every):
-    hp = {"schedule": jnp.int32(hparams.SCHEDULES.index("step")), "warmup": jnp.asarray(0, dtype),
+    hp = {"schedule": jnp.int32(schedule.SCHEDULES.index("step")), "warmup": jnp.asarray(0, dtype),
           "decay_rate": jnp.asarray(0.5, dtype), "decay_every": jnp.asarray(decay_every, dtype)}
     period = max(1, round(decay_every * HORIZON))  # textbook: decay every `period` steps
-    got = np.array([float(hparams.lr_factor(hp, jnp.int32(s), jnp.int32(HORIZON)))
+    got = np.array([float(schedule.lr_factor(hp, jnp.int32(s), jnp.int32(HORIZON)))
                     for s in range(HORIZON)])
     want = np.array([0.5 ** (s // period) for s in range(HORIZON)])
     # atol: float32 flushes factors below its normal range (0.5**127) to zero.
@@ -113,7 +113,7 @@ def test_step_decay_counts_whole_steps(x64, dtype, decay_every):
 
 
 def test_warmup_convention_is_documented():
-    doc = hparams.lr_factor.__doc__
+    doc = schedule.lr_factor.__doc__
     assert "min(1, (s + 1) / W)" in doc
     readme = (__import__("pathlib").Path(__file__).parents[1] / "README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| schedule"))

@@ -14,7 +14,6 @@ import vtune
 from vtune.population import sharding, take
 from vtune.program import build
 from vtune.search.spec import SearchSpec
-from vtune.trial import hparams as hparams_lib
 
 FAMILIES = ["adamw", "sgdw", "rmsprop"]
 # Families, their hyperparameters and the structure: one program serves every test below
@@ -297,7 +296,7 @@ def test_the_fingerprint_covers_the_family_mapping(data):
 
     a = identity({"fast": optax.adamw, "slow": vtune.sgdw})
     assert a["optimizer_families"] == {"fast": "optax._src.alias.adamw",
-                                       "slow": "vtune.trial.hparams.sgdw"}
+                                       "slow": "vtune.trial.optimizers.sgdw"}
     assert identity({"fast": optax.adam, "slow": vtune.sgdw}) != a
     assert identity({"fast": optax.adamw, "slow": optax.sgd}) != a
     assert identity({"fast": optax.adamw, "slow": vtune.sgdw}) == a

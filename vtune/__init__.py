@@ -25,7 +25,7 @@ from vtune.report.result import SearchResult, Trial
 from vtune.search import population_search
 from vtune.space import (Choice, Fixed, IntUniform, LogUniform, Space, Uniform, choice, fixed,
                          intuniform, loguniform, uniform)
-from vtune.trial.hparams import sgdw
+from vtune.trial.optimizers import sgdw
 from vtune.trial.task import Task, from_nnx
 from vtune.version import __version__
 

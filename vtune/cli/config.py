@@ -27,7 +27,7 @@ from vtune import datasets, space as space_lib, strategies, tasks
 from vtune.report.diagnose import Thresholds
 from vtune.search import CONFIG_FIELDS
 from vtune.space import Space
-from vtune.trial.hparams import sgdw
+from vtune.trial.optimizers import sgdw
 from vtune.trial.task import Task
 
 #: ``vtune run --example`` prints this; ``docs/digits.toml`` holds the same text.

@@ -45,6 +45,8 @@ from jax.sharding import Mesh
 from vtune.population import sharding
 from vtune.population.population import Population, take, where
 from vtune.trial import hparams as hparams_lib
+from vtune.trial import optimizers
+from vtune.trial.schedule import lr_factor
 from vtune.trial.task import Task
 
 # Streams folded into a trial's key.
@@ -119,10 +121,10 @@ class Program:
         self.mesh = sharding.make_mesh() if mesh is None else mesh
         self.families = table.families
         if self.families:
-            self._make_txs = tuple(hparams_lib.make_optimizer(f.factory) for f in self.families)
+            self._make_txs = tuple(optimizers.make_optimizer(f.factory) for f in self.families)
         else:
-            self._make_tx = hparams_lib.make_optimizer(
-                hparams_lib.single_optimizer(task.optimizer))
+            self._make_tx = optimizers.make_optimizer(
+                optimizers.single_optimizer(task.optimizer))
         self.traces = collections.Counter()
         split = sharding.population(self.mesh)
         self.init = jax.jit(self._init, out_shardings=split)
@@ -223,7 +225,7 @@ class Program:
 
         grads, state = jax.grad(objective, has_aux=True)(params)
         values = {n: hp[n] for n in self.table.optimizer}
-        values["learning_rate"] = values["learning_rate"] * hparams_lib.lr_factor(hp, step, horizon)
+        values["learning_rate"] = values["learning_rate"] * lr_factor(hp, step, horizon)
         if plateau:
             values["learning_rate"] = values["learning_rate"] * plateau[0]["scale"]
         if self.families:
@@ -243,7 +245,7 @@ class Program:
         family's update and new state, and the other families' states stay
         as they were, untouched since the trial's init.
         """
-        code = hp[hparams_lib.FAMILY]
+        code = hp[optimizers.FAMILY]
         updates, states = None, []
         for k, family in enumerate(self.families):
             old = opt_state[k]

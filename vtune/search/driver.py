@@ -88,7 +88,7 @@ def population_search(
         hyperparameters the task consumes, others keep their defaults.
         ``"optimizer": vtune.choice(["adamw", "sgdw", "rmsprop"])`` makes the
         optimizer family a per-trial choice (:mod:`vtune.trial.hparams`; the
-        names of :data:`vtune.trial.hparams.FAMILIES`, or of the task's
+        names of :data:`vtune.trial.optimizers.FAMILIES`, or of the task's
         ``optimizer={name: factory}``), still one program; every family's
         numeric arguments may then be searched, and
         :meth:`SearchResult.inert_for` tells which are inert for a trial.

@@ -31,7 +31,7 @@ from vtune.checks import positive_int, real_bool
 from vtune.program.build import Traced
 from vtune.report import codec, schema
 from vtune.space import Space
-from vtune.trial import hparams as hparams_lib
+from vtune.trial import optimizers
 from vtune.trial.task import Task
 from vtune.version import __version__
 
@@ -176,7 +176,7 @@ class SearchSpec:
         fingerprints do not hold that key.
         """
         params = hashlib.sha256(repr(traced.params).encode()).hexdigest()[:16]
-        families = hparams_lib.optimizer_families(task.optimizer, self.space)
+        families = optimizers.optimizer_families(task.optimizer, self.space)
         extra = {"optimizer_families": {f.name: describe_callable(f.factory) for f in families}
                  } if families else {}
         optimizer = ({k: describe_callable(f) for k, f in task.optimizer.items()}

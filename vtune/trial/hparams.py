@@ -74,29 +74,27 @@ it trains the task's one factory (the first of a mapping) exactly as before.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import numbers
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from vtune import nn
 from vtune.space import Choice, Fixed, IntUniform, Space
-
-SCHEDULES = ("constant", "cosine", "step")
+from vtune.trial import optimizers
+from vtune.trial.optimizers import (FAMILY, Family, optimizer_families, optimizer_hparams,
+                                    single_optimizer)
+from vtune.trial.schedule import SCHEDULES
 
 #: Canonical options of the string-valued hyperparameters vtune consumes.
 CATEGORIES = {"init": nn.INIT_SCHEMES, "activation": nn.ACTIVATIONS, "schedule": SCHEDULES}
 
 #: Values used for a hyperparameter the space does not mention.
 DEFAULTS = {
-    "learning_rate": 1e-3,
-    "momentum": 0.0,
-    "clip_norm": math.inf,
+    **optimizers.DEFAULTS,
     "l2": 0.0,
     "train_fraction": 1.0,
     "schedule": "constant",
@@ -147,8 +145,6 @@ INTEGER = ("batch_size", "plateau_patience")
 INIT_ONLY = ("init", "init_scale", "width", "depth", *(f"width_{k}" for k in range(1, 33)),
              "optimizer")
 
-#: The hyperparameter that names a trial's optimizer family.
-FAMILY = "optimizer"
 
 SCHEDULE_NAMES = ("schedule", "warmup", "decay_rate", "decay_every")
 LOSS_NAMES = ("l2",)
@@ -164,174 +160,6 @@ OPT_IN = {"batch_size": ("batch_size",), "class_balance": ("class_balance",),
 def float_dtype():
     """float64 when ``jax_enable_x64`` is on, else float32."""
     return jax.dtypes.canonicalize_dtype(np.float64)
-
-
-def sgdw(learning_rate, momentum=0.9, weight_decay=0.0, nesterov=False):
-    """SGD with momentum and decoupled weight decay (SGDW, Loshchilov & Hutter).
-
-    The momentum trace accumulates gradients only; the decay acts outside it,
-    scaled by the step's learning rate (so by the schedule too, as in
-    ``optax.adamw``)::
-
-        m <- momentum * m + g
-        d  = g + momentum * m  if nesterov else  m
-        w <- w - lr_t * d - lr_t * weight_decay * w
-
-    With ``momentum=0`` it equals SGD on the loss plus ``weight_decay/2 * |w|^2``.
-
-    Example:
-        >>> task = vtune.tasks.mlp_classifier(optimizer=vtune.sgdw)
-    """
-    return optax.chain(optax.trace(decay=momentum, nesterov=nesterov),
-                       optax.add_decayed_weights(weight_decay),
-                       optax.scale_by_learning_rate(learning_rate))
-
-
-#: The optimizer families a space may name in ``optimizer`` when the task has one
-#: factory (one of these); a task offers others as ``Task(optimizer={name: factory})``.
-FAMILIES = {"adamw": optax.adamw, "adam": optax.adam, "sgdw": sgdw, "sgd": optax.sgd,
-            "rmsprop": optax.rmsprop}
-
-
-class Family(NamedTuple):
-    """One optimizer family of a search.
-
-    Attributes:
-      name: its name, the value of the ``optimizer`` hyperparameter.
-      factory: the optax factory.
-      hparams: ``(name, default)`` of its hyperparameters (:func:`optimizer_hparams`), sorted.
-    """
-
-    name: str
-    factory: Callable
-    hparams: tuple[tuple[str, float], ...]
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(n for n, _ in self.hparams)
-
-
-def single_optimizer(optimizer: Callable | Mapping[str, Callable]) -> Callable:
-    """The factory a search that does not name ``optimizer`` trains: the task's
-    factory, or the first of its mapping."""
-    return next(iter(optimizer.values())) if isinstance(optimizer, Mapping) else optimizer
-
-
-def optimizer_families(optimizer: Callable | Mapping[str, Callable],
-                       space: Space) -> tuple[Family, ...]:
-    """The families a search trains, in the order of their codes; ``()`` when
-    the space does not name ``optimizer``.
-
-    Args:
-      optimizer: the task's optimizer: one factory (then the names are looked
-        up in :data:`FAMILIES`, and the factory must be one of them) or a
-        mapping ``{name: factory}``.
-      space: the search space.
-
-    Raises:
-      ValueError: naming the value, for a family name that is not offered, or
-        a distribution of ``optimizer`` that is not a choice of names.
-
-    Example:
-        >>> space = vtune.Space({"optimizer": vtune.choice(["adamw", "sgdw"])})
-        >>> [(f.name, f.names) for f in optimizer_families(optax.adamw, space)]
-        [('adamw', ('b1', 'b2', 'clip_norm', 'eps', 'eps_root', 'learning_rate', 'weight_decay')),
-         ('sgdw', ('clip_norm', 'learning_rate', 'momentum', 'weight_decay'))]
-    """
-    if FAMILY not in space:
-        return ()
-    dist = space[FAMILY]
-    options = _dist_values(dist)
-    if not isinstance(dist, (Choice, Fixed)) or not all(isinstance(o, str) for o in options):
-        raise ValueError(f"space[{FAMILY!r}]: {dist!r} does not name optimizer families; use "
-                         f"e.g. vtune.choice([\"adamw\", \"sgdw\"])")
-    if isinstance(optimizer, Mapping):
-        offered = dict(optimizer)
-    elif optimizer in FAMILIES.values():
-        offered = FAMILIES
-    else:
-        raise ValueError(f"space[{FAMILY!r}]: the task has the one optimizer "
-                         f"{getattr(optimizer, '__name__', optimizer)!r}, not one of vtune's "
-                         f"families {list(FAMILIES)}; give the families to choose among as "
-                         f"Task(optimizer={{name: factory, ...}})")
-    bad = [o for o in options if o not in offered]
-    if bad:
-        raise ValueError(f"space[{FAMILY!r}]: {bad} is not among the optimizer families "
-                         f"{list(offered)}")
-    return tuple(Family(o, offered[o], tuple(sorted(optimizer_hparams(offered[o]).items())))
-                 for o in options)
-
-
-def optimizer_hparams(factory: Callable) -> dict[str, float]:
-    """The numeric arguments of an optax factory, with their defaults.
-
-    Arguments with a bool or non-numeric default (``nesterov``, ``mask``,
-    ``mu_dtype``) stay static; ``learning_rate`` and ``momentum`` take
-    :data:`DEFAULTS` when the factory gives none.
-    """
-    out = {}
-    for name, p in inspect.signature(factory).parameters.items():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        d = p.default
-        if isinstance(d, (int, float)) and not isinstance(d, bool):
-            out[name] = float(d)
-        elif name in DEFAULTS and (d is p.empty or d is None):
-            out[name] = DEFAULTS[name]
-        elif d is p.empty:
-            raise TypeError(f"optimizer {getattr(factory, '__name__', factory)!r} requires "
-                            f"argument {name!r}, which vtune cannot supply; bind it with "
-                            "functools.partial")
-    out["clip_norm"] = DEFAULTS["clip_norm"]
-    return out
-
-
-def make_optimizer(factory: Callable) -> Callable[..., optax.GradientTransformation]:
-    """``factory`` behind global-norm clipping, every numeric argument injectable.
-
-    The returned constructor takes ``clip_norm`` plus the factory's numeric
-    arguments (all as arrays) and gives an ``optax.inject_hyperparams``
-    transformation whose state holds them, so they can be set per step.
-    """
-    names = list(optimizer_hparams(factory))
-
-    def chained(**kw):
-        clip = kw.pop("clip_norm")
-        return optax.chain(optax.clip_by_global_norm(clip), factory(**kw))
-
-    # inject_hyperparams reads the signature to know which arguments are hyperparameters.
-    chained.__signature__ = inspect.Signature(
-        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names])
-    return optax.inject_hyperparams(chained)
-
-
-def lr_factor(hp: Mapping[str, jax.Array], step: jax.Array, horizon: jax.Array) -> jax.Array:
-    """Multiplier of the base learning rate at ``step`` of a ``horizon``-step run.
-
-    ``constant`` is 1, ``cosine`` decays to 0 at the horizon, ``step``
-    multiplies by ``decay_rate`` every ``P = max(1, round(decay_every *
-    horizon))`` steps (step ``s`` has had ``s // P`` decays, counted in
-    integers so no boundary fires late).
-
-    Warm-up: with ``W = warmup * horizon > 0``, step ``s`` (from 0) is further
-    multiplied by ``min(1, (s + 1) / W)``, so the first step already trains at
-    ``lr / W`` (``optax.linear_schedule`` would start at 0).
-    """
-    dtype = hp["warmup"].dtype
-    horizon_i = jnp.maximum(horizon, 1).astype(jnp.int32)
-    step_i = jnp.clip(step.astype(jnp.int32), 0, horizon_i)
-    horizon = horizon_i.astype(dtype)
-    step = step.astype(dtype)
-    progress = jnp.clip(step / horizon, 0.0, 1.0)
-    period = jnp.maximum(1, jnp.round(hp["decay_every"] * horizon).astype(jnp.int32))
-    factors = jnp.stack([
-        jnp.ones((), dtype),
-        0.5 * (1.0 + jnp.cos(jnp.pi * progress)),
-        hp["decay_rate"] ** (step_i // period).astype(dtype),
-    ])
-    warm_steps = hp["warmup"] * horizon
-    warm = jnp.where(warm_steps > 0, jnp.minimum(1.0, (step + 1) / jnp.maximum(warm_steps, 1)), 1.0)
-    return factors[hp["schedule"]] * warm
 
 
 class Recorder(Mapping):
