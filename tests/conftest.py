@@ -12,6 +12,8 @@ import tempfile
 # inherit the variable; this process may have imported vtune already (pytest resolves
 # vtune.checks.VtuneWarning from pyproject's filterwarnings).
 os.environ["VTUNE_COMPILATION_CACHE"] = "0"
+# Test workers share an accelerator: none may take most of its memory up front.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax
 import optax
