@@ -14,15 +14,23 @@ from vtune.program.program import trial_key
 from vtune.program import build
 
 W, D = 16, 3  # the allocation of the padded program
-# Eight trials of distinct structure (width, depth) and optimizer settings.
+B = 32  # the batch allocation
+# Eight trials of distinct structure (width, depth), batch size, class balance, plateau
+# decay (factor 1 = off) and optimizer settings.
 CONFIGS = {
     "width": np.array([16, 4, 7, 16, 1, 11, 5, 9]),
     "depth": np.array([3, 1, 2, 1, 3, 2, 3, 1]),
-    "learning_rate": np.array([1e-2, 3e-2, 2e-2, 5e-3, 1e-2, 3e-2, 2e-2, 1e-2]),
+    "batch_size": np.array([32, 8, 16, 32, 16, 8, 32, 16]),
+    "class_balance": np.array([0.0, 1.0, 0.5, 0.0, 0.3, 0.0, 1.0, 0.7]),
+    "plateau_factor": np.array([1.0, 0.5, 0.1, 0.5, 1.0, 0.3, 0.5, 0.2]),
+    "plateau_patience": np.array([3, 2, 1, 4, 3, 2, 3, 1]),
+    "learning_rate": np.array([1e-2, 1e-1, 1e-1, 5e-3, 1e-2, 3e-2, 2e-2, 8e-2]),
     "l2": np.array([0.0, 1e-3, 0.0, 1e-2, 1e-3, 0.0, 1e-2, 0.0]),
 }
 SPACE = vtune.Space({
     "width": vtune.intuniform(1, W), "depth": vtune.intuniform(1, D),
+    "batch_size": vtune.choice([8, 16, 32]), "class_balance": vtune.uniform(0.0, 1.0),
+    "plateau_factor": vtune.uniform(0.1, 1.0), "plateau_patience": vtune.intuniform(1, 5),
     "learning_rate": vtune.loguniform(1e-4, 1e-1), "l2": vtune.choice([0.0, 1e-3, 1e-2]),
 })
 
@@ -63,7 +71,9 @@ def active_slices(width, depth, n_in):
 
 
 def train_unpadded(init_params, cfg, n_in, n_out, batches, data):
-    """A plain optax loop (adamw + the L2 term) on the given minibatches."""
+    """A plain optax loop (adamw + the L2 term) on the first ``batch_size`` rows of each
+    minibatch, its learning rate cut by ``plateau_factor`` after ``plateau_patience``
+    evaluations (one per step) without a strictly lower validation loss."""
     width, depth = int(cfg["width"]), int(cfg["depth"])
     # Abstract, then filled with the trial's active init (an eager init compiles every op).
     graph, params = nnx.split(nnx.eval_shape(lambda: Unpadded(n_in, width, depth, n_out,
@@ -73,9 +83,12 @@ def train_unpadded(init_params, cfg, n_in, n_out, batches, data):
         k: {"kernel": jnp.asarray(layers[k if k < depth else D][0][:i, :o]),
             "bias": jnp.asarray(layers[k if k < depth else D][1][:o])}
         for k, (i, o) in enumerate(active_slices(width, depth, n_in))}})
-    tx = optax.adamw(float(cfg["learning_rate"]))  # weight_decay 1e-4, as vtune's default
+    lr = float(cfg["learning_rate"])
+    tx = optax.inject_hyperparams(optax.adamw)(learning_rate=lr)  # weight_decay 1e-4, vtune's
     opt = tx.init(params)
     l2 = float(cfg["l2"])
+    b = int(cfg["batch_size"])
+    factor, patience = float(cfg["plateau_factor"]), int(cfg["plateau_patience"])
 
     def loss_fn(p, x, y):
         logits = nnx.merge(graph, p)(x)
@@ -83,25 +96,33 @@ def train_unpadded(init_params, cfg, n_in, n_out, batches, data):
         return loss + 0.5 * l2 * sum(jnp.sum(w * w) for w in jax.tree.leaves(p) if w.ndim >= 2)
 
     def step(carry, batch):
-        p, opt = carry
-        grads = jax.grad(loss_fn)(p, *batch)
+        p, opt, scale, best, since = carry
+        x, y = batch
+        opt.hyperparams["learning_rate"] = lr * scale
+        grads = jax.grad(loss_fn)(p, x[:b], y[:b])
         updates, opt = tx.update(grads, opt, p)
         p = optax.apply_updates(p, updates)
         evals = jnp.stack([
-            optax.softmax_cross_entropy_with_integer_labels(nnx.merge(graph, p)(a), b).mean()
-            for a, b in (data["train_eval"], data["val"])])
-        return (p, opt), evals
+            optax.softmax_cross_entropy_with_integer_labels(nnx.merge(graph, p)(xe), ye).mean()
+            for xe, ye in (data["train_eval"], data["val"])])
+        better = evals[1] < best
+        since = jnp.where(better, 0, since + 1)
+        scale = jnp.where(since >= patience, scale * factor, scale)
+        since = jnp.where(since >= patience, 0, since)
+        return (p, opt, scale, jnp.where(better, evals[1], best), since), evals
 
     # All steps in one scan: one compile per structure, no per-step dispatch.
-    (params, _), losses = jax.jit(lambda c, b: jax.lax.scan(step, c, b))((params, opt), batches)
-    return params, np.asarray(losses)
+    start = (params, opt, jnp.float64(1.0), jnp.float64(jnp.inf), jnp.int32(0))
+    (params, _, scale, _, _), losses = jax.jit(lambda c, bs: jax.lax.scan(step, c, bs))(
+        start, batches)
+    return params, np.asarray(losses), float(scale)
 
 
 def test_padded_population_matches_unpadded_networks_float64(tiny_data, x64):
     steps = 50
     task = vtune.tasks.mlp_classifier(tiny_data, hidden_sizes=(W,) * D, dropout=False,
-                                      batch_size=32)
-    program, table, *_ = build(task, SPACE, 1)  # one step per call: losses every step
+                                      batch_size=B)
+    program, table, *_ = build(task, SPACE, 1)  # one step, one evaluation per call
     hp = table.encode(table.complete(CONFIGS, 8))
     ids, seed = np.arange(8, dtype=np.int32) * 5 + 1, np.uint32(3)
     data = task.device_data()
@@ -114,10 +135,14 @@ def test_padded_population_matches_unpadded_networks_float64(tiny_data, x64):
         vt_losses.append(np.stack([m["train_loss"], m["val_loss"]], -1))
     vt_losses = np.stack(vt_losses, 1)  # [trial, step, (train, val)]
     final, opt_state = jax.device_get((pop.params, pop.opt_state))
+    scales = np.asarray(jax.device_get(pop.plateau["scale"]))
 
     n_in, n_out = tiny_data.x_train.shape[1], tiny_data.num_classes
-    minibatches = jax.jit(lambda key: jax.vmap(
-        lambda s: program.minibatch(data, key, s, jnp.float64(1.0)))(jnp.arange(steps)))
+    # Rows (and their order) as the trial's sampler draws them; the weights are not used:
+    # the reference trains on the first batch_size rows.
+    minibatches = jax.jit(lambda key, beta, size: jax.vmap(
+        lambda s: program.minibatch(data, key, s, jnp.float64(1.0), beta, size)[:2])(
+            jnp.arange(steps)))
     for t in range(8):
         cfg = {k: v[t] for k, v in CONFIGS.items()}
         width, depth = int(cfg["width"]), int(cfg["depth"])
@@ -125,11 +150,13 @@ def test_padded_population_matches_unpadded_networks_float64(tiny_data, x64):
         # the data stream, 1 (see Program.indices)
         data_key = jax.random.fold_in(trial_key(jax.random.key(seed), ids[t]), 1)
         with jax.threefry_partitionable(False):
-            batches = minibatches(data_key)
-        ref_params, ref_losses = train_unpadded(take(init_params, t), cfg, n_in, n_out,
+            batches = minibatches(data_key, jnp.float64(cfg["class_balance"]),
+                                  jnp.float64(cfg["batch_size"]))
+        ref_params, ref_losses, ref_scale = train_unpadded(take(init_params, t), cfg, n_in, n_out,
                                                 batches, data)
         np.testing.assert_allclose(vt_losses[t], ref_losses, rtol=1e-9, atol=0,
                                    err_msg=f"losses of trial {t} ({width=}, {depth=})")
+        assert scales[t] == pytest.approx(ref_scale, rel=1e-12), t
         # Active parameters match; masked and skipped parameters are exactly zero.
         got = padded_layers(take(final, t))
         ref = [(l["kernel"], l["bias"]) for l in
@@ -159,6 +186,7 @@ def test_padded_population_matches_unpadded_networks_float64(tiny_data, x64):
                 else:
                     assert not np.any(leaf[t][:, CONFIGS["width"][t]:]), (path, t)
     assert checked >= 2 * D  # mu and nu of every hidden kernel
+    assert (scales < 1).sum() >= 3  # the plateau rule fired: the comparison covers it
     # The trials really differ.
     assert len({round(float(v), 6) for v in vt_losses[:, -1, 1]}) == 8
 
