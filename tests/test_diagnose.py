@@ -116,12 +116,51 @@ def test_thresholds_sit_where_documented(change, kind):
         0.1, 0.9, 1.3, 1.5)
     ta = change.get("train_acc", 0.99)
     va = ta - change.get("gap", 0.02)
-    tl = [2.0, 0.1, 0.1 * change.get("train_rise", 1.0)]
+    tl = [2.0, 1.0, 1.0 * change.get("train_rise", 1.0)]  # climbs clear the absolute floor
     vl = [2.0, 0.25, 0.2]
     if "val_rise" in change:  # validation loss up from its minimum, train loss falling
         tl, vl = [2.0, 0.2, 0.1], [2.0, 0.25, 0.25 * change["val_rise"]]
     rows = trial(tl, vl, [0.5, ta, ta], [0.5, va, va])
     assert dx.diagnose(rows).findings[0].kind == kind
+
+
+def test_a_train_loss_wobbling_up_near_zero_is_not_diverging():
+    """The absolute floor: a climb must give back a tenth of the untrained loss (2.3 here)."""
+    others = [r for i in range(3) for r in trial([2.3, 2.0], [2.3, 2.1], [0.3, 0.4],
+                                                    [0.3, 0.4], trial_id=10 + i)]
+    tiny = trial([2.3, 7e-9, 0.13], [2.3, 0.05, 0.06], [0.3, 1.0, 0.97], [0.3, 0.98, 0.97])
+    small = trial([2.3, 8e-5, 1.4e-3], [2.3, 0.04, 0.04], [0.3, 1.0, 1.0], [0.3, 0.98, 0.98],
+                  trial_id=1)
+    real = trial([2.3, 0.1, 0.45], [2.3, 0.12, 0.5], [0.3, 0.97, 0.9], [0.3, 0.96, 0.88],
+                 trial_id=2)
+    d = dx.diagnose(tiny + small + real + others)
+    assert d.for_trial(0).kind != "diverging" and d.for_trial(1).kind != "diverging"
+    assert d.for_trial(2).kind == "diverging" and "climbed from 0.1" in d.for_trial(2).evidence
+    assert dx.Thresholds().diverge_min_rise == 0.1
+
+
+@pytest.mark.parametrize("dropout, ladder", [(0.1, "try 0.3 / 0.5 / 0.7"),
+                                             (0.387, "try 0.5 / 0.7"), (0.72, None)])
+def test_dropout_advice_never_suggests_less_than_the_current_value(dropout, ladder):
+    rows = [dict(r, dropout=dropout) for r in CASES["overfitting"]]
+    suggestion = dx.diagnose(rows).findings[0].suggestion
+    if ladder is None:
+        assert "dropout" not in suggestion and "weight_decay" in suggestion
+    else:
+        assert f"more dropout (now {dropout}; {ladder})" in suggestion
+
+
+def test_narrowing_is_advised_only_when_it_would_exclude_the_problem_trials():
+    def search(bad_lr):
+        healthy = [r for i, lr in enumerate((1e-3, 1e-2, 1e-1))
+                   for r in [dict(row, trial_id=10 + i, learning_rate=lr)
+                             for row in CASES["healthy"]]]
+        bad = [dict(row, learning_rate=bad_lr) for row in CASES["diverging"]]
+        return dx.diagnose(healthy + bad, "val_loss", "min").text()
+
+    assert "narrow the space toward the healthy range" in search(0.9)
+    inside = search(3e-2)
+    assert "narrow the space" not in inside and "lie inside the healthy range" in inside
 
 
 def test_train_longer_only_while_validation_still_improves():

@@ -55,9 +55,15 @@ class Thresholds:
         the train and validation loss"). Higher than ``train_rise_ratio``
         because a small validation set is noisier: converged digits trials
         wobble by up to ~1.4×.
-      min_rise: either climb must also exceed this fraction of the task's loss
-        scale (see ``loss_scale_quantile``), so a loss wandering between
-        1e-4 and 1e-3 near zero does not count.
+      min_rise: a validation climb (over-fitting) must also exceed this
+        fraction of the task's loss scale (see ``loss_scale_quantile``), so a
+        loss wandering between 1e-4 and 1e-3 near zero does not count.
+      diverge_min_rise: a train climb must exceed this fraction of the loss
+        scale to be diverging: the absolute floor. A train loss that wobbles
+        up near zero (7e-9 to 0.13, or 8e-5 to 1.4e-3 at train accuracy 1.0,
+        against an untrained loss near 2.3 on digits) is noise of small
+        batches, not a learning rate that is too high; one that gives back a
+        tenth of the untrained loss is.
       blowup_factor: a finite train loss this many times the task's loss scale
         has exploded even if seen once (an untrained classifier sits near
         the scale; a loss 10× above it is far worse than guessing).
@@ -87,6 +93,7 @@ class Thresholds:
     train_rise_ratio: float = 1.3
     val_rise_ratio: float = 1.5
     min_rise: float = 0.01
+    diverge_min_rise: float = 0.1
     blowup_factor: float = 10.0
     loss_scale_quantile: float = 0.75
     stall_tolerance: float = 0.05
@@ -138,7 +145,7 @@ def _diverging(rows, ctx):
                 f"{max(losses) / ctx.scale:.0f}× the task's untrained loss level "
                 f"{fmt(ctx.scale)}", _lower_lr(rows[-1]),
                 {"max_loss": max(losses), "loss_scale": ctx.scale})
-    rise = _rise(rows, key, ctx, th.train_rise_ratio)
+    rise = _rise(rows, key, ctx, th.train_rise_ratio, th.diverge_min_rise)
     if rise is not None:
         lo, hi = rise
         return ("diverging", f"{_name(key)} climbed from {fmt(lo[key])} (step {lo['step']}) "
@@ -198,7 +205,7 @@ def _overfitting(rows, ctx):
         return ("overfitting", f"train accuracy {ta:.3f} vs validation {va:.3f} "
                 f"(gap {ta - va:.3f}) at step {last['step']}", _regularise(rows, None),
                 {"train_accuracy": ta, "val_accuracy": va, "gap": ta - va})
-    rise = _rise(rows, "val_loss", ctx, th.val_rise_ratio)
+    rise = _rise(rows, "val_loss", ctx, th.val_rise_ratio, th.min_rise)
     if rise is not None and ctx.train_key in last:
         lo, hi = rise
         if finite(hi[ctx.train_key]) and hi[ctx.train_key] <= lo[ctx.train_key]:
@@ -253,16 +260,16 @@ RULES = (("diverging", _diverging), ("symmetric_init", _symmetric_init), ("stall
 
 # --- helpers -------------------------------------------------------------------------
 
-def _rise(rows, key, ctx, ratio):
-    """(row at the minimum, last row) when ``key`` climbed back from its minimum, else None."""
-    th = ctx.th
+def _rise(rows, key, ctx, ratio, floor):
+    """(row at the minimum, last row) when ``key`` climbed back from its minimum by ``ratio``
+    times and by at least ``floor`` times the loss scale, else None."""
     seen = [r for r in rows if finite(r.get(key))]
     if len(seen) < 2 or not finite(ctx.scale):
         return None
     lo, hi = min(seen, key=lambda r: r[key]), seen[-1]
     if lo is hi or lo[key] <= 0:
         return None
-    if hi[key] >= ratio * lo[key] and hi[key] - lo[key] >= th.min_rise * ctx.scale:
+    if hi[key] >= ratio * lo[key] and hi[key] - lo[key] >= floor * ctx.scale:
         return lo, hi
     return None
 
@@ -327,7 +334,10 @@ def _regularise(rows, best_val_row) -> str:
     last = rows[-1]
     changes = []
     if finite(last.get("dropout")):
-        changes.append(f"more dropout (now {fmt(last['dropout'])}; try 0.3 / 0.5 / 0.7)")
+        higher = [d for d in (0.3, 0.5, 0.7) if d > last["dropout"] + 0.05]
+        if higher:  # the seed's dropout ladder, above the current value only
+            changes.append(f"more dropout (now {fmt(last['dropout'])}; try "
+                           + " / ".join(map(str, higher)) + ")")
     decays = [n for n in ("weight_decay", "l2") if finite(last.get(n)) and last[n] > 0]
     changes += [f"more {n} (now {fmt(last[n])} -> {fmt(last[n] * 10)})" for n in decays]
     if not decays:
@@ -346,7 +356,7 @@ def notes(findings, trials, best_trial_id) -> tuple[str, ...]:
                 if f.kind == kind and finite(trials[f.trial_id][-1].get("learning_rate"))]
 
     healthy = lrs("healthy") + lrs("overfitting")
-    notes = []
+    notes, outside = [], False
     for kind in ("diverging", "stalled"):
         bad = lrs(kind)
         if not bad:
@@ -355,10 +365,14 @@ def notes(findings, trials, best_trial_id) -> tuple[str, ...]:
         if healthy:
             note += (f" (healthy or over-fitting trials: {fmt(min(healthy))} … "
                      f"{fmt(max(healthy))})")
+            outside |= any(not min(healthy) <= v <= max(healthy) for v in bad)
         notes.append(note)
-    if notes:
+    if outside:
         notes.append("narrow the space toward the healthy range and search it again, "
                      "longer (coarse to fine)")
+    elif notes and healthy:
+        notes.append("the problem trials' learning rates lie inside the healthy range: "
+                     "narrowing it would not remove them; look at their other settings")
     return tuple(notes)
 
 
