@@ -1,6 +1,5 @@
 """Checkpoint and resume: a killed search finishes as if nothing happened."""
 
-import hashlib
 import json
 import os
 import pathlib
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 import vtune
+from helpers.digest import tree_digest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SPACE = {"learning_rate": vtune.loguniform(1e-3, 1e-1), "dropout": vtune.uniform(0.0, 0.5),
@@ -42,15 +42,6 @@ def outcome(result):
     history = [{k: v for k, v in row.items() if k != "wall_time"} for row in result.history]
     return {"history": history,
             "params": [np.asarray(x).tolist() for x in jax.tree.leaves(result.best.params)]}
-
-
-def tree_digest(directory: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(directory.rglob("*")):
-        h.update(str(p.relative_to(directory)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")

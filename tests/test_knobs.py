@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 
 import vtune
+from helpers.reference import mean_ce  # the 8-8-4 MLP of these tests
 from vtune.population import take
 from vtune.program import build
 
@@ -64,17 +65,6 @@ CONFIGS = {
     "train_fraction": np.array([1.0, 1.0, 0.5, 1.0, 0.3, 1.0, 1.0, 0.6]),
 }
 SEED, STEPS = 5, 60
-
-
-def forward(params, x):
-    """The 8-8-4 relu MLP, written from its parameter dict."""
-    hidden, out = params["mlp"]["hidden"][0], params["mlp"]["out"]
-    h = jax.nn.relu(x @ hidden["kernel"] + hidden["bias"])
-    return h @ out["kernel"] + out["bias"]
-
-
-def mean_ce(params, x, y):
-    return optax.softmax_cross_entropy_with_integer_labels(forward(params, x), y).mean()
 
 
 @jax.jit

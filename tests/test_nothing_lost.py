@@ -2,9 +2,7 @@
 and every bad argument is refused before anything is written or compiled."""
 
 import functools
-import hashlib
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -16,19 +14,11 @@ import pytest
 from flax import nnx
 
 import vtune
+from helpers.digest import tree_digest
 import vtune.cli
 
 SPACE = {"learning_rate": vtune.loguniform(1e-3, 1e-1)}
 ARGS = dict(population_size=4, generations=2, steps_per_generation=3, verbose=False)
-
-
-def tree_digest(directory: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(directory.rglob("*")):
-        h.update(str(p.relative_to(directory)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def net_task(data, width, optimizer=optax.adamw):

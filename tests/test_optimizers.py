@@ -11,6 +11,7 @@ import pytest
 from flax import nnx
 
 import vtune
+from helpers.reference import mean_ce  # the 6-8-3 MLP of these tests
 from vtune.population import sharding, take
 from vtune.program import build
 from vtune.search.spec import SearchSpec
@@ -63,17 +64,6 @@ CONFIGS = {
     "width": np.full(8, 8),
     "batch_size": np.array([16, 8, 8, 16, 8, 8, 16, 8]),  # one per family: 3 references
 }
-
-
-def forward(params, x):
-    """The 6-8-3 relu MLP, written from its parameter dict."""
-    hidden, out = params["mlp"]["hidden"][0], params["mlp"]["out"]
-    h = jax.nn.relu(x @ hidden["kernel"] + hidden["bias"])
-    return h @ out["kernel"] + out["bias"]
-
-
-def mean_ce(params, x, y):
-    return optax.softmax_cross_entropy_with_integer_labels(forward(params, x), y).mean()
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -1,7 +1,6 @@
 """The search specification: what makes two calls the same search, and what is refused."""
 
 import functools
-import hashlib
 import pathlib
 import shutil
 
@@ -12,6 +11,7 @@ import pytest
 from flax import nnx
 
 import vtune
+from helpers.digest import tree_digest
 from vtune.report import codec
 from vtune.search import SearchSpec
 
@@ -20,15 +20,6 @@ SPACE = {"learning_rate": vtune.loguniform(1e-3, 1e-1)}
 #: The call that wrote tests/data/checkpoint-v0.1 with vtune 0.1.0 (commit f5d8f55),
 #: keeping only its step 2 of 3.
 OLD = dict(population_size=4, generations=3, steps_per_generation=5)
-
-
-def tree_digest(directory: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(directory.rglob("*")):
-        h.update(str(p.relative_to(directory)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def without_times(result):
