@@ -163,19 +163,28 @@ class SearchResult:
             out.append(row)
         return out
 
-    def trials(self) -> list[dict[str, Any]]:
+    def trials(self, at: str = "best") -> list[dict[str, Any]]:
         """One summary per trial, in order of trial id.
 
         Each has ``trial_id``, ``parent_id``, ``origin``, ``first_generation``,
         ``last_generation``, ``evaluations``, ``status`` (at its last
         evaluation), ``step`` and ``examples_seen`` (at its last evaluation),
-        ``best_generation`` and ``best_step`` (where its objective was best,
-        or None when it never had a finite value), then its hyperparameters
-        and its metrics there (else at its last evaluation).
+        ``best_generation`` and ``best_step`` (the evaluation ``at`` picks, or
+        None when it has no finite objective), then its hyperparameters and its
+        metrics there (else at its last evaluation).
+
+        Args:
+          at: which evaluation of a trial stands for it: ``"best"`` (its best
+            objective: what the search optimised, and where ``best.params``
+            come from) or ``"last"`` (where it ended: a trial whose one lucky
+            evaluation was followed by worse ones ranks by the worse).
         """
+        if at not in ("best", "last"):
+            raise ValueError(f"at must be 'best' or 'last', got {at!r}")
         out = []
         for tid, rows in by_trial(self.history).items():
-            last, top = rows[-1], best_row(rows, self.objective, self.mode)
+            last = rows[-1]
+            top = best_row(rows if at == "best" else rows[-1:], self.objective, self.mode)
             at = top if top is not None else last
             summary = {"trial_id": tid, "parent_id": rows[0]["parent_id"],
                        "origin": origin(rows[0]), "first_generation": rows[0]["generation"],
@@ -190,12 +199,23 @@ class SearchResult:
             out.append(summary)
         return out
 
-    def top(self, k: int = 10) -> list[dict[str, Any]]:
-        """The ``k`` best trials by their best objective value, best first (see :meth:`trials`).
+    def top(self, k: int = 10, at: str = "best") -> list[dict[str, Any]]:
+        """The ``k`` best trials, best first: ranked by the objective at their best
+        evaluation, or with ``at="last"`` at their last (see :meth:`trials`); ties
+        by the validation loss, then the earlier trial.
 
-        Trials that never had a finite objective are left out.
+        Trials without a finite objective there are left out.
+
+        Example:
+            >>> curves = {0: (0.1, 0.9), 1: (0.5, 0.4)}  # trial 0: one lucky evaluation
+            >>> rows = [{"generation": g, "trial_id": t, "parent_id": -1, "step": 10 * (g + 1),
+            ...          "status": "alive", "val_loss": v}
+            ...         for t, vals in curves.items() for g, v in enumerate(vals)]
+            >>> r = SearchResult(best=None, history=rows, objective="val_loss", mode="min")
+            >>> [t["trial_id"] for t in r.top(2)], [t["trial_id"] for t in r.top(2, at="last")]
+            ([0, 1], [1, 0])
         """
-        ranked = [t for t in self.trials() if t["best_generation"] is not None]
+        ranked = [t for t in self.trials(at) if t["best_generation"] is not None]
         ranked.sort(key=lambda t: (*rank_key(t, self.objective, self.mode), t["trial_id"]))
         return ranked[:max(int(k), 0)]
 
