@@ -130,3 +130,42 @@ def test_a_best_that_holds_up_ranks_trials_at_their_last_evaluation():
     assert result.trials(at="last")[0]["val_loss"] == 0.60
     with pytest.raises(ValueError, match="'best' or 'last'"):
         result.top(1, at="final")
+
+
+def read_scalars(logdir):
+    """{tag: [(step, value)]} of TensorBoard event files, read as TFRecords by hand."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = {}
+    for path in sorted(logdir.glob("events.out.tfevents*")):
+        data = path.read_bytes()
+        i = 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+            i += 12 + n + 4  # length, its crc, the record, its crc
+            for v in event.summary.value:
+                out.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return out
+
+
+def test_the_tensorboard_callback_writes_every_generation_and_trial(tiny_task, tmp_path):
+    pytest.importorskip("tensorboardX")
+    writer = vtune.report.tensorboard.tensorboard(tmp_path / "tb")
+    result = vtune.population_search(tiny_task, SPACE, callbacks=[writer], **ARGS)
+    writer.close()
+    scalars = read_scalars(tmp_path / "tb")
+    generations = ARGS["generations"]
+    best = scalars["search/best_val_loss"]
+    assert [s for s, _ in best] == list(range(1, generations + 1))
+    for g, value in best:  # the best so far, generation by generation
+        rows = [r for r in result.history if r["generation"] < g and r["status"] != "diverged"]
+        assert value == pytest.approx(min(r["val_loss"] for r in rows), rel=1e-6)
+    assert [v for _, v in scalars["search/alive"]] == [
+        sum(r["status"] == "alive" for r in result.history if r["generation"] == g)
+        for g in range(generations)]
+    for tid, rows in schema.by_trial(result.history).items():
+        assert scalars[f"val_loss/trial_{tid}"] == [
+            (r["step"], pytest.approx(r["val_loss"], rel=1e-6)) for r in rows]

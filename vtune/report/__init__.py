@@ -9,11 +9,13 @@ that needs them is called.
 * :mod:`vtune.report.lineage`, :mod:`vtune.report.diagnose`,
   :mod:`vtune.report.plots`, :mod:`vtune.report.callbacks` (per-generation hooks);
 * :mod:`vtune.report.optuna`: a search as an Optuna study (the ``optuna`` extra,
-  imported only when used).
+  imported only when used);
+* :mod:`vtune.report.tensorboard`: a callback writing TensorBoard event files (the
+  ``tensorboard`` extra, imported only when used).
 """
 
-from vtune.report import callbacks, codec, diagnose, lineage, optuna, schema
+from vtune.report import callbacks, codec, diagnose, lineage, optuna, schema, tensorboard
 from vtune.report.result import SearchResult, Trial
 
 __all__ = ["SearchResult", "Trial", "callbacks", "codec", "diagnose", "lineage", "optuna",
-           "schema"]
+           "schema", "tensorboard"]
