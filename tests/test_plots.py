@@ -1,5 +1,6 @@
 """Plots: every figure is written, non-empty, and draws what it claims."""
 
+import collections
 import dataclasses
 import math
 import struct
@@ -125,9 +126,19 @@ def test_objective_vs_hparams_uses_log_axes_and_strips(result):
     assert by_label["dropout"].get_xscale() == "linear"
     ticks = [t.get_text() for t in by_label["init"].get_xticklabels()]
     assert ticks == ["he_normal", "xavier_uniform", "zeros"]
+    # Like with like: every point is a trial at the training length most trials reached.
+    steps = collections.Counter(r["step"] for r in result.history)
+    length = max(steps, key=lambda st: (steps[st], -st))
+    expected = sorted(r["val_loss"] for r in result.history
+                      if r["step"] == length and r["status"] != "diverged"
+                      and math.isfinite(r["val_loss"]))
     ax = by_label["learning_rate (log scale)"]
-    plotted = sum(len(c.get_offsets()) for c in ax.collections[:1])
-    assert plotted == len([t for t in result.trials() if t["best_generation"] is not None])
+    assert ax.get_ylabel() == f"val_loss at step {length}"
+    points = [c for c in ax.collections if not c.get_label().startswith(("best", "diverged"))]
+    plotted = sorted(y for c in points for _, y in c.get_offsets())
+    assert plotted == pytest.approx(expected)
+    assert {c.get_label() for c in points} <= {f"pruned at step {length}",
+                                               f"trained on after step {length}"}
 
 
 def test_log_scale_and_categories_are_inferred_without_a_space(result):

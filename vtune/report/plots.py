@@ -128,40 +128,51 @@ def learning_curves(result):
 # --- objective vs hyperparameters ------------------------------------------------------
 
 def objective_vs_hparams(result):
-    """Each trial's best objective against each hyperparameter that varied.
+    """Each trial's objective at one shared training length against each varied hyperparameter.
 
-    Log axes for log-scale dimensions, jittered strips for categorical ones;
-    colour = training steps the trial got (pruned trials trained less);
-    diverged trials (no finite objective) as crosses along the top.
+    Like is compared with like: every point is a trial at the step ``L`` where
+    the most trials were evaluated (a search's first rung: every fresh trial
+    gets there), so a trial that went on training does not look better than
+    one pruned at ``L`` for that reason alone. Blue: trials that trained on
+    after ``L``; grey: pruned there or never evaluated later. The best trial
+    is starred at its value at ``L``. Log axes for log-scale dimensions,
+    jittered strips for categorical ones, integer ticks for integer ones;
+    diverged trials (no finite objective at ``L``) as crosses along the top.
     """
     names = list(result.varied)[:_MAX_PANELS] or list(result.hparam_names)[:1]
     cols = max(1, min(4, math.ceil(math.sqrt(len(names)))))
     rows_n = max(1, math.ceil(len(names) / cols))
     fig = figure(4.6 * cols + 0.8, 3.7 * rows_n + 0.4)
     axes = fig.subplots(rows_n, cols, squeeze=False).ravel()
-    summaries = result.trials()
     obj = result.objective
-    ok = [t for t in summaries if t["best_generation"] is not None]
-    bad = [t for t in summaries if t["best_generation"] is None]
+    trials = by_trial(result.history)
+    steps = [r["step"] for rows in trials.values() for r in rows]
+    length = max(set(steps), key=lambda st: (steps.count(st), -st)) if steps else 0
+    at = {tid: next((r for r in rows if r["step"] == length), None)
+          for tid, rows in trials.items()}
+    at = {tid: r for tid, r in at.items() if r is not None}
+    ok = [(tid, r) for tid, r in at.items() if finite(r.get(obj)) and r["status"] != "diverged"]
+    bad = [(tid, r) for tid, r in at.items() if (tid, r) not in ok]
+    went_on = {tid for tid, rows in trials.items() if rows[-1]["step"] > length}
     best = result.best.trial_id if result.best is not None else _best_id(result)
-    steps = np.array([t["step"] for t in ok], float)
-    ys = np.array([t[obj] for t in ok], float)
+    ys = np.array([r[obj] for _, r in ok], float)
     log_y = result.mode == "min" and len(ys) > 0 and ys.min() > 0 and ys.max() / ys.min() > 20
-    scatter = None
     rng = np.random.default_rng(0)
     for ax, name in zip(axes, names):
         cats = categories(result, name)
-        xs = positions([t.get(name) for t in ok], cats, rng)
-        if len(ok):
-            scatter = ax.scatter(xs, ys, c=steps, cmap="viridis", s=22, alpha=0.85,
-                                 edgecolors="none", vmin=steps.min(),
-                                 vmax=max(steps.max(), steps.min() + 1))
-        for i, t in enumerate(ok):
-            if t["trial_id"] == best:
+        xs = positions([r.get(name) for _, r in ok], cats, rng)
+        on = np.array([tid in went_on for tid, _ in ok], bool)
+        for mask, color, label in ((~on, PRUNED, f"pruned at step {length}"),
+                                   (on, ALIVE, f"trained on after step {length}")):
+            if mask.any():
+                ax.scatter(xs[mask], ys[mask], s=22, color=color, alpha=0.8, edgecolors="none",
+                           label=label)
+        for i, (tid, _) in enumerate(ok):
+            if tid == best:
                 ax.scatter([xs[i]], [ys[i]], marker="*", s=260, color=BEST, edgecolors="black",
                            linewidths=0.8, zorder=5, label=f"best: trial {best}")
         if bad:
-            bx = positions([t.get(name) for t in bad], cats, rng)
+            bx = positions([r.get(name) for _, r in bad], cats, rng)
             ax.scatter(bx, np.full(len(bx), 0.97), marker="x", color=DIVERGED, s=30,
                        transform=ax.get_xaxis_transform(), clip_on=False, zorder=4,
                        label=f"diverged (no finite {obj})")
@@ -178,19 +189,16 @@ def objective_vs_hparams(result):
             ax.set_yscale("log")
         ax.set_xlabel(name + (" (log scale)" if cats is None and is_log_scale(result, name)
                               else ""))
-        ax.set_ylabel(obj)
+        ax.set_ylabel(f"{obj} at step {length}")
         ax.grid(alpha=0.3)
     for ax in axes[len(names):]:
         ax.set_visible(False)
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         axes[0].legend(handles, labels, fontsize=8, loc="best")
-    if scatter is not None:
-        fig.colorbar(scatter, ax=list(axes[:len(names)]), label="steps the trial trained",
-                     shrink=0.9)
     better = "lower" if result.mode == "min" else "higher"
-    fig.suptitle(f"{obj} ({better} is better) of each trial's best evaluation vs its "
-                 "hyperparameters", fontsize=12)
+    fig.suptitle(f"{obj} ({better} is better) of {len(at)} trials at step {length}, the "
+                 "training length most trials reached, vs their hyperparameters", fontsize=12)
     return fig
 
 
