@@ -116,16 +116,18 @@ def test_an_interrupted_search_says_where_it_resumes(tiny_task, tmp_path, capsys
 
 def test_a_best_that_holds_up_ranks_trials_at_their_last_evaluation():
     """A trial with one lucky evaluation leads by its best, not by where it ended."""
-    curves = {0: [0.30, 0.05, 0.60], 1: [0.20, 0.10, 0.09], 2: [0.25, 0.12, math.nan]}
+    curves = {0: [0.30, 0.05, 0.60], 1: [0.20, 0.08, 0.09], 2: [0.25, 0.12, math.nan]}
     rows = [{"generation": g, "slot": t, "trial_id": t, "parent_id": -1, "step": 100 * (g + 1),
              "status": "alive" if math.isfinite(v) else "diverged", "learning_rate": 0.1 * t,
              "val_loss": v, "val_accuracy": 0.9}
             for t, vals in curves.items() for g, v in enumerate(vals)]
     result = vtune.SearchResult(best=None, history=rows, objective="val_loss", mode="min",
                                 tuned=("learning_rate",))
-    assert [t["trial_id"] for t in result.top(3)] == [0, 1]  # a diverged trial never ranks
+    best = result.top(3)
+    assert [(t["trial_id"], t["val_loss"], t["best_step"]) for t in best] == [
+        (0, 0.05, 200), (1, 0.08, 200), (2, 0.12, 200)]
     last = result.top(3, at="last")
-    assert [t["trial_id"] for t in last] == [1, 0]
+    assert [t["trial_id"] for t in last] == [1, 0]  # trial 2 ended diverged
     assert (last[0]["val_loss"], last[0]["best_step"]) == (0.09, 300)
     assert result.trials(at="last")[0]["val_loss"] == 0.60
     with pytest.raises(ValueError, match="'best' or 'last'"):

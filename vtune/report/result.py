@@ -185,7 +185,7 @@ class SearchResult:
         for tid, rows in by_trial(self.history).items():
             last = rows[-1]
             top = best_row(rows if at == "best" else rows[-1:], self.objective, self.mode)
-            at = top if top is not None else last
+            shown = top if top is not None else last
             summary = {"trial_id": tid, "parent_id": rows[0]["parent_id"],
                        "origin": origin(rows[0]), "first_generation": rows[0]["generation"],
                        "last_generation": last["generation"], "evaluations": len(rows),
@@ -194,8 +194,8 @@ class SearchResult:
                 summary["examples_seen"] = last["examples_seen"]
             summary["best_generation"] = None if top is None else top["generation"]
             summary["best_step"] = None if top is None else top["step"]
-            summary.update({k: at[k] for k in self.hparam_names if k in at})
-            summary.update({k: at[k] for k in self.metric_names if k in at})
+            summary.update({k: shown[k] for k in self.hparam_names if k in shown})
+            summary.update({k: shown[k] for k in self.metric_names if k in shown})
             out.append(summary)
         return out
 
