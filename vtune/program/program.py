@@ -120,11 +120,11 @@ class Program:
         self.num_classes = task.data.num_classes if self.balanced else None
         self.mesh = sharding.make_mesh() if mesh is None else mesh
         self.families = table.families
-        if self.families:
-            self._make_txs = tuple(optimizers.make_optimizer(f.factory) for f in self.families)
-        else:
-            self._make_tx = optimizers.make_optimizer(
-                optimizers.single_optimizer(task.optimizer))
+        # (constructor, hyperparameter names) of each family; one factory is family 0.
+        self._txs = (tuple((optimizers.make_optimizer(f.factory), f.names)
+                           for f in self.families) or
+                     ((optimizers.make_optimizer(optimizers.single_optimizer(task.optimizer)),
+                       table.optimizer),))
         self.traces = collections.Counter()
         split = sharding.population(self.mesh)
         self.init = jax.jit(self._init, out_shardings=split)
@@ -135,14 +135,13 @@ class Program:
 
     # --- one trial, unbatched ------------------------------------------------
 
-    def _tx(self, hp, params=None, family=None):
+    def _tx(self, hp, params=None, family=0):
         """The trial's optimizer (of family number ``family`` when the space
         names ``optimizer``). With ``params``, its hyperparameters take their dtype
         (a float32 model under ``jax_enable_x64`` gets float32 ``clip_norm``, rates...),
         and the optimizer state keeps it: ``train_step`` casts to that state's dtypes."""
         dtype = _float_dtype(params)
-        make, names = ((self._make_tx, self.table.optimizer) if family is None else
-                       (self._make_txs[family], self.families[family].names))
+        make, names = self._txs[family]
         return make(**{n: hp[n] if dtype is None else hp[n].astype(dtype) for n in names})
 
     @_compact_rng

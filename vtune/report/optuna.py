@@ -63,6 +63,7 @@ from typing import Any
 
 import jax
 
+from vtune.checks import real_bool
 from vtune.report.callbacks import Callback, Generation
 from vtune.report.schema import (best_row, by_trial, check_mode, finite, hparam_names,
                                  infer_metrics)
@@ -188,9 +189,7 @@ def _storage(storage):
 def _study(storage, study_name, objective, mode, overwrite):
     optuna = _optuna()
     storage = _storage(storage)
-    if overwrite is not True and overwrite is not False:
-        raise TypeError(f"overwrite must be a bool, got {overwrite!r}")
-    if overwrite and storage is not None and study_name is not None:
+    if real_bool("overwrite", overwrite) and storage is not None and study_name is not None:
         try:
             optuna.delete_study(study_name=study_name, storage=storage)
         except KeyError:  # no such study yet

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import math
 import pathlib
 
@@ -146,13 +147,12 @@ def objective_vs_hparams(result):
     axes = fig.subplots(rows_n, cols, squeeze=False).ravel()
     obj = result.objective
     trials = by_trial(result.history)
-    steps = [r["step"] for rows in trials.values() for r in rows]
-    length = max(set(steps), key=lambda st: (steps.count(st), -st)) if steps else 0
-    at = {tid: next((r for r in rows if r["step"] == length), None)
-          for tid, rows in trials.items()}
-    at = {tid: r for tid, r in at.items() if r is not None}
-    ok = [(tid, r) for tid, r in at.items() if finite(r.get(obj)) and r["status"] != "diverged"]
-    bad = [(tid, r) for tid, r in at.items() if (tid, r) not in ok]
+    counts = collections.Counter(r["step"] for r in result.history)
+    length = max(counts, key=lambda st: (counts[st], -st)) if counts else 0
+    at = {tid: r for tid, rows in trials.items() for r in rows if r["step"] == length}
+    ok, bad = [], []
+    for tid, r in at.items():
+        (ok if finite(r.get(obj)) and r["status"] != "diverged" else bad).append((tid, r))
     went_on = {tid for tid, rows in trials.items() if rows[-1]["step"] > length}
     best = result.best.trial_id if result.best is not None else _best_id(result)
     ys = np.array([r[obj] for _, r in ok], float)

@@ -38,7 +38,7 @@ from vtune.report.schema import (ORIGINS, STATUSES, best_row, by_trial, fmt, has
                                  infer_metrics, keys, origin, rank_key)
 from vtune.report.schema import hparam_names as schema_hparam_names
 from vtune.space import Space
-from vtune.trial.hparams import FAMILY
+from vtune.trial.optimizers import FAMILY
 
 _JSON_FORMAT = "vtune.SearchResult"
 _JSON_VERSION = 1
@@ -373,10 +373,10 @@ class SearchResult:
         paths = {"history": self.to_csv(out / "history.csv")}
         self.to_json(out / "result.json")
         paths["result"] = out / "result.json"
+        figures = self.plot(out) if plots else {}
         top = self.summary() + "\n\n" + self.table(k) + "\n"
-        best = self.best.trial_id if self.best is not None else next(
-            (t["trial_id"] for t in self.top(1)), None)
-        if plots and best is not None and len({r["trial_id"] for r in self.lineage(best)}) == 1:
+        if plots and "lineage" not in figures and (self.best is not None or self.top(1)):
+            best = self.best.trial_id if self.best is not None else self.top(1)[0]["trial_id"]
             top += (f"\nno lineage figure: trial {best} was sampled fresh and never cloned, so "
                     "its hyperparameters never changed\n")
         (out / "top.txt").write_text(top)
@@ -386,8 +386,7 @@ class SearchResult:
         (out / "diagnosis.json").write_text(
             codec.dumps(diagnosis.to_dicts(), indent=1))
         paths["diagnosis_json"] = out / "diagnosis.json"
-        if plots:
-            paths.update(self.plot(out))
+        paths.update(figures)
         return paths
 
     # --- readers in other modules -------------------------------------------------

@@ -207,7 +207,7 @@ def from_nnx(model: Callable[[Mapping, nnx.Rngs], nnx.Module], data: Dataset, *,
         logits: also report ``train_accuracy`` and ``val_accuracy``. With
         ``classification=False`` (regression) report the mean absolute error
         and R² instead: ``train_mae``, ``val_mae``, ``train_r2``, ``val_r2``
-        (see :func:`r2_score`).
+        (see :func:`vtune.trial.metrics.r2_score`).
       metrics: your own metrics, ``{name: fn(predictions, targets) -> scalar}``,
         each written with ``jax.numpy`` and evaluated like the built-in ones on
         the train-evaluation rows and on the validation split (the model in
