@@ -6,6 +6,11 @@ generation (``--generations 1``) and to the end of the whole default search, wit
 an empty cache, with the cache written by the run before (warm), and with the
 cache off. Medians of ``--repeats`` runs, each cold run on a new cache directory.
 
+``bucketing``: the same default search called as ``population_search(default_task(),
+default_space(), ...)`` (no reports written), with its widths trained in one program per
+width bucket (``bucketing=True``, vtune's CPU default) and in one masked program
+(``False``), cold and warm, to the end of the first generation and of the whole search.
+
     PYTHONPATH=. python benchmarks/startup.py
 """
 
@@ -32,9 +37,23 @@ sys.exit(main(["--quiet", "--generations", sys.argv[1]]))
 """
 
 
-def timed_run(generations: int, env: dict) -> float:
+DIRECT = """
+import sys
+from vtune.population.devices import cpu_devices
+cpu_devices(32)
+import vtune
+from vtune.cli.config import default_space, default_task
+vtune.population_search(default_task(), default_space(), population_size=32,
+                        generations=int(sys.argv[1]), steps_per_generation=150, verbose=False,
+                        bucketing=sys.argv[2] == "True")
+"""
+
+
+def timed_run(generations: int, env: dict, bucketing: bool | None = None) -> float:
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD, str(generations)], env=env,
+    child = [CHILD, str(generations)] if bucketing is None else [DIRECT, str(generations),
+                                                                 str(bucketing)]
+    out = subprocess.run([sys.executable, "-c", *child], env=env,
                          capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(out.stderr)
@@ -62,6 +81,20 @@ def main() -> int:
                        "warm_runs": warm, "off_runs": off}
         print(f"{label}: cold {rows[label]['cold']:.2f} s, warm {rows[label]['warm']:.2f} s, "
               f"cache off {rows[label]['cache_off']:.2f} s")
+    rows["bucketing"] = {}
+    for bucketing in (True, False):
+        for generations, label in ((1, "first_generation_s"), (8, "default_search_s")):
+            cold, warm = [], []
+            for _ in range(args.repeats):
+                with tempfile.TemporaryDirectory() as d:
+                    env = {**base, "VTUNE_COMPILATION_CACHE": d}
+                    cold.append(timed_run(generations, env, bucketing))
+                    warm.append(timed_run(generations, env, bucketing))
+            row = {"cold": statistics.median(cold), "warm": statistics.median(warm),
+                   "cold_runs": cold, "warm_runs": warm}
+            rows["bucketing"].setdefault(str(bucketing), {})[label] = row
+            print(f"bucketing={bucketing} {label}: cold {row['cold']:.2f} s, "
+                  f"warm {row['warm']:.2f} s")
     result = {"benchmark": "startup", "environment": environment(), "repeats": args.repeats,
               "command": "PYTHONPATH=. python benchmarks/startup.py", **rows}
     backend = result["environment"].get("backend", "cpu")

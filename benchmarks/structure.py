@@ -11,6 +11,9 @@ side in one run (``--impls``):
   ``population_search`` builds it from a space that names ``width`` and ``depth``: hidden
   layers allocated at the largest width, the stack at the largest depth, each trial masking
   the units and skipping the layers it does not have (``vtune.nn.MaskedMLP``);
+* ``bucketed`` (vtune's way on CPU, :mod:`vtune.program.buckets`): the same population at
+  the same allocation, trained by one program per width bucket (at most ``--max-buckets``,
+  the widest kept), each trial computed at its bucket's width, depth still masked;
 * ``per_shape``: one vtune program per distinct shape, each an unpadded
   ``mlp_classifier(hidden_sizes=(w,) * d)`` vmapped over that shape's trials (what bucketing
   trials by shape would run: no padding, one compile per shape);
@@ -64,9 +67,9 @@ import numpy as np  # noqa: E402
 import vtune  # noqa: E402
 from common import environment, matmul_gflops, timed, write_result  # noqa: E402
 from vtune.population import sharding  # noqa: E402
-from vtune.program import build  # noqa: E402
+from vtune.program import buckets, build  # noqa: E402
 
-IMPLS = ("masked", "per_shape", "one_at_a_time")
+IMPLS = ("masked", "bucketed", "per_shape", "one_at_a_time")
 #: Dropout rate of every trial (a fixed hyperparameter, so every program has the layer).
 DROPOUT = 0.1
 #: Padding that wastes more than this factor of the compute is worth bucketing.
@@ -96,8 +99,11 @@ class Bench:
         self.data = (vtune.datasets.digits() if args.data == "digits" else
                      vtune.datasets.synthetic(num_examples=256, num_features=16, num_classes=4))
         self.shapes = list(itertools.product(args.widths, args.depths))
-        # Trial i has shape shapes[i // per_shape] and its own learning rate.
-        self.shape_of = [s for s in self.shapes for _ in range(args.per_shape)]
+        # Every shape per_shape times; each trial its own learning rate.
+        # In a seeded random order, as a search's slots are (the population is sharded in
+        # contiguous blocks: sorted by shape, one device would hold all the narrow trials).
+        order = np.random.default_rng(args.seed).permutation(len(self.shapes) * args.per_shape)
+        self.shape_of = [self.shapes[i // args.per_shape] for i in order]
         self.size = len(self.shape_of)
         self.learning_rate = vtune.Space({"learning_rate": vtune.loguniform(1e-4, 1e-2)}) \
             .sample(self.size, args.seed)["learning_rate"]
@@ -132,7 +138,7 @@ class Bench:
         compiled = program.train.lower(pop, data, self.seed, self.horizon).compile()
         return compiled, time.perf_counter() - start
 
-    def masked(self):
+    def masked(self, bucketed=False):
         w_max, d_max = max(self.args.widths), max(self.args.depths)
         task = self.task((w_max,) * d_max)
         space = {"learning_rate": vtune.loguniform(1e-4, 1e-2),
@@ -145,6 +151,8 @@ class Bench:
                    "width": np.array([w for w, _ in self.shape_of]),
                    "depth": np.array([d for _, d in self.shape_of])}
         pop = self.population(program, table, mesh, configs, range(self.size))
+        if bucketed:
+            return self._bucketed(program, space, pop, data)
         compiled, compile_s = self.compiled_train(program, pop, data)
         state = {"pop": pop}
 
@@ -153,6 +161,24 @@ class Bench:
             state["val_loss"] = jax.block_until_ready(metrics["val_loss"])
 
         return run, compile_s, 1, state
+
+    def bucketed(self):
+        return self.masked(bucketed=True)
+
+    def _bucketed(self, program, space, pop, data):
+        specs = build(program.task, vtune.Space(space), self.args.steps, program.mesh).specs
+        split = buckets.choose(True, program, specs, vtune.Space(space), self.size,
+                               max_buckets=self.args.max_buckets)
+        start = time.perf_counter()
+        split.compiled(pop, split.metrics_buffer(pop, data), data, self.seed, self.horizon)
+        compile_s = time.perf_counter() - start
+        state = {"pop": pop}
+
+        def run():
+            state["pop"], metrics = split.train(state["pop"], data, self.seed, self.horizon)
+            state["val_loss"] = jax.block_until_ready(metrics["val_loss"])
+
+        return run, compile_s, len(split.caps), state
 
     def _per_shape_programs(self):
         """Per shape: (program, its initial population, data, trial ids), built once."""
@@ -249,6 +275,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--per-shape", type=int, default=4, help="trials of every shape")
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    parser.add_argument("--max-buckets", type=int, default=buckets.MAX_BUCKETS,
+                        help="width buckets of the bucketed implementation")
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps per generation")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--data", choices=("digits", "synthetic"), default="digits",
@@ -276,6 +304,7 @@ def main(argv=None) -> dict:
               "population": bench.size, "shapes": len(bench.shapes), "steps": args.steps,
               "batch_size": args.batch_size, "optimizer": "adamw", "dropout": DROPOUT,
               "cpu_devices": jax.device_count(), "impls": args.impls,
+              "max_buckets": args.max_buckets,
               "flops": {"mix": flops(bench.shape_of, n_in, n_out, args.batch_size),
                         "widths_16_to_128_depths_1_to_3": flops(every, n_in, n_out,
                                                                 args.batch_size)}}

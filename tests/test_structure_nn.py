@@ -11,7 +11,7 @@ import vtune
 from vtune import nn
 from vtune.population import take
 from vtune.program.program import trial_key
-from vtune.program import build
+from vtune.program import buckets, build
 
 W, D = 16, 3  # the allocation of the padded program
 B = 32  # the batch allocation
@@ -118,11 +118,19 @@ def train_unpadded(init_params, cfg, n_in, n_out, batches, data):
     return params, np.asarray(losses), float(scale)
 
 
-def test_padded_population_matches_unpadded_networks_float64(tiny_data, x64):
+@pytest.mark.parametrize("bucketed", [False, True], ids=["one_masked_program", "bucketed"])
+def test_padded_population_matches_unpadded_networks_float64(tiny_data, x64, bucketed):
+    """In one masked program, and trained bucket by bucket (each trial computed at its
+    width bucket's allocation, vtune.program.buckets): the same unpadded networks."""
     steps = 50
     task = vtune.tasks.mlp_classifier(tiny_data, hidden_sizes=(W,) * D, dropout=False,
                                       batch_size=B)
-    program, table, *_ = build(task, SPACE, 1)  # one step, one evaluation per call
+    built = build(task, SPACE, 1)  # one step, one evaluation per call
+    program, table = built.program, built.table
+    trainer = buckets.choose(bucketed, program, built.specs, SPACE, 8)
+    if bucketed:  # widths 1..16: buckets 2, 4, 8, 16, every one holding a trial
+        assert trainer.caps == (2, 4, 8, 16)
+        assert sorted(set(trainer.bucket_of({"width": CONFIGS["width"]}))) == [0, 1, 2, 3]
     hp = table.encode(table.complete(CONFIGS, 8))
     ids, seed = np.arange(8, dtype=np.int32) * 5 + 1, np.uint32(3)
     data = task.device_data()
@@ -131,7 +139,7 @@ def test_padded_population_matches_unpadded_networks_float64(tiny_data, x64):
     assert jax.tree.leaves(init_params)[0].dtype == np.float64
     horizon, vt_losses = np.int32(steps), []
     for _ in range(steps):
-        pop, m = program.train(pop, data, seed, horizon)
+        pop, m = trainer.train(pop, data, seed, horizon)
         vt_losses.append(np.stack([m["train_loss"], m["val_loss"]], -1))
     vt_losses = np.stack(vt_losses, 1)  # [trial, step, (train, val)]
     final, opt_state = jax.device_get((pop.params, pop.opt_state))
@@ -319,7 +327,8 @@ def test_pbt_clones_keep_their_structure_and_the_program_compiles_once(small_tas
              "learning_rate": vtune.loguniform(1e-3, 1e-1)}
     strategy = vtune.strategies.pbt(quantile=0.5, resample_probability=1.0)
     result = vtune.population_search(small_task, space, population_size=4, generations=3,
-                                     steps_per_generation=2, strategy=strategy, verbose=False)
+                                     steps_per_generation=2, strategy=strategy, verbose=False,
+                                     bucketing=False)  # bucketed: tests/test_buckets.py
     rows = {(r["generation"], r["trial_id"]): r for r in result.history}
     clones = [r for r in result.history if r["parent_id"] >= 0 and r["generation"] > 0]
     assert clones, "PBT cloned nobody"

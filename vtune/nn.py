@@ -30,8 +30,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -200,6 +202,53 @@ class Dropout(nnx.Module):
         return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
+# {width hyperparameter name: cap}: layers built inside `allocation` allocate at most the cap.
+_CAPS: contextvars.ContextVar[Mapping[str, int]] = contextvars.ContextVar("vtune_caps", default={})
+
+
+@contextlib.contextmanager
+def allocation(caps: Mapping[str, int]) -> Iterator[None]:
+    """Builds masked layers at most ``caps[name]`` wide for the widths named ``name``.
+
+    Inside, the caps are exactly ``caps`` (``allocation({})`` is the full
+    allocation, also within another ``allocation``). A width hyperparameter's layers are allocated at ``min(features, cap)``
+    instead of ``features``; trials whose width is at most the cap compute
+    exactly what they compute in the full allocation, on the leading block of
+    its weights. vtune's bucketed programs (:mod:`vtune.program.buckets`)
+    trace a task inside this context, one cap per bucket; the declared bounds
+    (:func:`hparam_specs`) stay those of the full allocation.
+
+    Example:
+        >>> hp = {"width": jnp.float32(8)}
+        >>> with vtune.nn.allocation({"width": 16}):
+        ...     layer = vtune.nn.MaskedLinear(4, 64, out_width="width", hp=hp, rngs=nnx.Rngs(0))
+        >>> layer.kernel.shape, vtune.nn.hparam_specs(layer)["width"]["high"]
+        ((4, 16), 64)
+    """
+    token = _CAPS.set(dict(caps))
+    try:
+        yield
+    finally:
+        _CAPS.reset(token)
+
+
+def _capped(features: int, names) -> int:
+    """The allocation of ``features`` units whose width hyperparameters are ``names``:
+    capped inside :func:`allocation` when every name is capped (a full-width
+    unit, ``None``, never is)."""
+    caps = _CAPS.get()
+    if not caps or not names or any(n is None or n not in caps for n in names):
+        return features
+    return min(features, max(caps[n] for n in names))
+
+
+def _name(spec):
+    """The hyperparameter a width spec names (``None`` for a static width)."""
+    if isinstance(spec, HParam):
+        return spec.get_metadata().get("hp_name")
+    return spec if isinstance(spec, str) else None
+
+
 def _read(value):
     """The value of an :class:`HParam` (or anything else, unchanged)."""
     return value[...] if isinstance(value, HParam) else value
@@ -219,7 +268,7 @@ def _width_var(spec, features: int, hp, what: str):
         if hp is None:
             raise TypeError(f"{what}={spec!r} names a hyperparameter; pass hp= to read it")
         return HParam(jnp.asarray(hp[spec]), hp_name=spec, low=1, high=features, integer=True,
-                      default=features)
+                      default=features, width=True)
     if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
         if not 1 <= spec <= features:
             raise ValueError(f"{what} must be in [1, {features}], got {spec!r}")
@@ -258,9 +307,11 @@ class MaskedLinear(nnx.Module):
     def __init__(self, in_features: int, out_features: int, *, in_width=None, out_width=None,
                  hp: Mapping | None = None, init="lecun_normal", init_scale=1.0, active=True,
                  fan_in=None, use_bias: bool = True, param_dtype=jnp.float32, rngs: nnx.Rngs):
-        self.in_features, self.out_features = in_features, out_features
         self.in_width = _width_var(in_width, in_features, hp, "in_width")
         self.out_width = _width_var(out_width, out_features, hp, "out_width")
+        in_features = _capped(in_features, [_name(self.in_width)])
+        out_features = _capped(out_features, [_name(self.out_width)])
+        self.in_features, self.out_features = in_features, out_features
         fan_in = _read(self.in_width) if fan_in is None else fan_in
         fan_out = _read(self.out_width)
         w = kernel_init(init, init_scale, fan_in, fan_out)(rngs.params(), (in_features, out_features),
@@ -361,8 +412,9 @@ class MaskedMLP(nnx.Module):
         for n in names:
             if n is not None and n not in shared:
                 shared[n] = HParam(jnp.asarray(hp[n]), hp_name=n, low=1, high=width,
-                                   integer=True, default=int(defaults.get(n, width)))
+                                   integer=True, default=int(defaults.get(n, width)), width=True)
         self.width_vars = nnx.List([width if n is None else shared[n] for n in names])
+        width = _capped(width, names)  # inside vtune.nn.allocation: a bucket's allocation
         self.depth_var = (depth if depth_name is None else
                           HParam(jnp.asarray(hp[depth_name]), hp_name=depth_name, low=1,
                                  high=depth, integer=True, default=depth))
@@ -418,16 +470,17 @@ class MaskedMLP(nnx.Module):
 def hparam_specs(module: nnx.Module) -> dict[str, dict]:
     """What a module's :class:`HParam` variables declare, by hyperparameter name.
 
-    Returns ``{hp_name: {"low", "high", "integer", "default"}}`` for the names
-    whose variables carry any of that metadata (absent keys are left out).
-    Several variables of one name combine: the tightest bounds, ``integer`` if
-    any says so; two different defaults are an error.
+    Returns ``{hp_name: {"low", "high", "integer", "default", "width"}}`` for
+    the names whose variables carry any of that metadata (absent keys are left
+    out; ``width=True`` marks a layer width, which :func:`allocation` caps).
+    Several variables of one name combine: the tightest bounds, ``integer`` /
+    ``width`` if any says so; two different defaults are an error.
     """
     out: dict[str, dict] = {}
     for _, v in nnx.to_flat_state(nnx.state(module, HParam)):
         md = v.get_metadata()
         name = md.get("hp_name")
-        keys = {k: md[k] for k in ("low", "high", "integer", "default") if k in md}
+        keys = {k: md[k] for k in ("low", "high", "integer", "default", "width") if k in md}
         if name is None or not keys:
             continue
         spec = out.setdefault(name, {})
@@ -435,8 +488,9 @@ def hparam_specs(module: nnx.Module) -> dict[str, dict]:
             spec["low"] = max(spec.get("low", -math.inf), keys["low"])
         if "high" in keys:
             spec["high"] = min(spec.get("high", math.inf), keys["high"])
-        if keys.get("integer"):
-            spec["integer"] = True
+        for flag in ("integer", "width"):
+            if keys.get(flag):
+                spec[flag] = True
         if "default" in keys:
             if "default" in spec and spec["default"] != keys["default"]:
                 raise ValueError(f"hyperparameter {name!r} has two defaults in this model: "

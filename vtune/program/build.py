@@ -43,12 +43,14 @@ class Traced(NamedTuple):
 
 
 class Built(NamedTuple):
-    """A task made ready for a search: its program, hyperparameter table and trace."""
+    """A task made ready for a search: its program, hyperparameter table and trace,
+    and what its model declares per hyperparameter (:meth:`Task.model_hparams`)."""
 
     program: Program
     table: hparams_lib.HParamTable
     metrics: tuple[str, ...]
     traced: Traced
+    specs: dict = {}
 
 
 def _spec(a):
@@ -192,4 +194,4 @@ def build(task: Task, space: Space, steps: int, mesh=None, chunk_size=None,
         objective = "val_loss" if "val_loss" in traced.metrics else traced.metrics[0]
         sign = 1.0 if sign is None else sign
     return Built(get_program(task, table, steps, mesh, chunk_size, objective,
-                             1.0 if sign is None else sign), table, traced.metrics, traced)
+                             1.0 if sign is None else sign), table, traced.metrics, traced, specs)

@@ -30,7 +30,8 @@ def program_bytes(task: Task, space: Space | Mapping[str, Any], population_size:
     """
     space = Space.coerce(space)
     mesh = sharding.make_mesh([device or jax.devices()[0]])
-    program, table, _, _ = build(task, space, steps_per_generation, mesh)
+    built = build(task, space, steps_per_generation, mesh)
+    program, table = built.program, built.table
     ids = np.arange(population_size, dtype=np.int32)
     hp = table.encode(table.complete(space.sample(population_size, 0), population_size))
     pop = jax.eval_shape(program.init, np.uint32(0), ids, hp)

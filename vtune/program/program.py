@@ -42,6 +42,7 @@ import optax
 
 from jax.sharding import Mesh
 
+from vtune import nn
 from vtune.population import sharding
 from vtune.population.population import Population, take, where
 from vtune.trial import hparams as hparams_lib
@@ -97,6 +98,12 @@ class Program:
       objective, sign: the metric plateau decay watches and ``+1`` to minimise
         it, ``-1`` to maximise; needed (and used) only when the table tunes
         ``plateau_factor`` / ``plateau_patience``.
+      caps: ``{width name: cap}``: trace the task inside
+        :func:`vtune.nn.allocation`, so its masked layers are allocated at most
+        that wide (one bucket of :mod:`vtune.program.buckets`, which trains
+        trials of width <= cap on the leading block of the full allocation).
+        The divergence reference is then the full allocation's init, narrowed,
+        so a trial computes the same metrics in its bucket as in the full program.
 
     The jitted entry points take the search's ``seed`` (a uint32 scalar) and
     build its key inside, so every process of a multi-host run passes the
@@ -108,8 +115,10 @@ class Program:
 
     def __init__(self, task: Task, table: hparams_lib.HParamTable, steps: int,
                  mesh: Mesh | None = None, chunk_size: int | None = None,
-                 objective: str | None = None, sign: float | None = None):
+                 objective: str | None = None, sign: float | None = None,
+                 caps: Mapping[str, int] | None = None):
         self.task, self.table, self.steps, self.chunk_size = task, table, steps, chunk_size
+        self.caps = dict(caps or {})
         self.weighted = table.tunes("batch_size")
         self.balanced = table.tunes("class_balance")
         self.plateau = table.tunes("plateau_factor")
@@ -297,7 +306,7 @@ class Program:
         if seed_key is not None:
             key = trial_key(seed_key, trial_id)
             loss_key = jax.random.fold_in(key, _EVAL)
-            params0, state0 = self.task.init(jax.random.fold_in(key, _INIT), hp)
+            params0, state0 = self.reference_init(jax.random.fold_in(key, _INIT), hp)
             both = lambda batch: jnp.stack([
                 self.task.loss(params0, state0, batch, loss_key, hp)[0],
                 self.task.loss(params, state, batch, loss_key, hp)[0]])
@@ -318,6 +327,16 @@ class Program:
         metrics["diverged"] = diverged
         return metrics
 
+    def reference_init(self, key, hp):
+        """``task.init`` at the full allocation, narrowed to this program's (its
+        leading block; the task's own init when the program has no caps)."""
+        if not self.caps:
+            return self.task.init(key, hp)
+        shapes = jax.eval_shape(self.task.init, key, hp)
+        with nn.allocation({}):
+            full = self.task.init(key, hp)
+        return jax.tree.map(lambda x, s: x[tuple(slice(0, d) for d in s.shape)], full, shapes)
+
     @_compact_rng
     def train_trial(self, trial, data, seed_key, horizon):
         """``steps`` steps of one trial, then its metrics (the unbatched program)."""
@@ -336,7 +355,9 @@ class Program:
         return self._fresh(jax.random.key(seed), trial_id, hp)
 
     def _fresh(self, seed_key, trial_id, hp) -> Population:
-        params, state, opt_state = jax.vmap(self.init_trial, (None, 0, 0))(seed_key, trial_id, hp)
+        with nn.allocation(self.caps):
+            params, state, opt_state = jax.vmap(self.init_trial, (None, 0, 0))(
+                seed_key, trial_id, hp)
         plateau = None
         if self.plateau:
             dtype = hparams_lib.float_dtype()
@@ -347,16 +368,22 @@ class Program:
                           jnp.zeros_like(trial_id), plateau)
 
     def _train(self, pop: Population, data, seed, horizon):
+        return self.generation(pop, data, seed, horizon)
+
+    def generation(self, pop: Population, data, seed, horizon):
+        """One generation of every trial of ``pop`` (what :attr:`train` compiles; a
+        bucketed search calls it inside its own steps). Counts a ``train`` trace."""
         self.traces["train"] += 1
         seed_key = jax.random.key(seed)
         trial = (pop.params, pop.state, pop.opt_state, pop.hparams, pop.trial_id, pop.step)
         if self.plateau:
             trial += (pop.plateau,)
         one = lambda t: self.train_trial(t, data, seed_key, horizon)
-        if self.chunk_size is None:
-            trial, metrics = jax.vmap(one)(trial)
-        else:
-            trial, metrics = jax.lax.map(one, trial, batch_size=self.chunk_size)
+        with nn.allocation(self.caps):
+            if self.chunk_size is None:
+                trial, metrics = jax.vmap(one)(trial)
+            else:
+                trial, metrics = jax.lax.map(one, trial, batch_size=self.chunk_size)
         return Population(*trial), metrics
 
     def _refill(self, pop: Population, parent, fresh, hp: Mapping, trial_id, seed):
@@ -390,19 +417,20 @@ def clear_cache() -> None:
 
 def get_program(task: Task, table: hparams_lib.HParamTable, steps: int,
                 mesh: Mesh | None = None, chunk_size: int | None = None,
-                objective: str | None = None, sign: float | None = None) -> Program:
+                objective: str | None = None, sign: float | None = None,
+                caps: Mapping[str, int] | None = None) -> Program:
     """A cached :class:`Program`: searches that share the task, the hyperparameter
-    names and dtypes, the steps per generation and the mesh (and, with plateau
-    decay, the objective and its sign) reuse its compiled functions."""
+    names and dtypes, the steps per generation, the mesh and the caps (and, with
+    plateau decay, the objective and its sign) reuse its compiled functions."""
     mesh = sharding.make_mesh() if mesh is None else mesh
     if not table.tunes("plateau_factor"):
         objective, sign = None, None  # the program does not read them
     key = (task, steps, mesh, chunk_size, table.optimizer,
            tuple((f.name, f.factory) for f in table.families),
            tuple((n, str(table.dtype(n))) for n in table.names), objective,
-           None if sign is None else float(sign))
+           None if sign is None else float(sign), tuple(sorted((caps or {}).items())))
     if key not in _CACHE:
-        _CACHE[key] = Program(task, table, steps, mesh, chunk_size, objective, sign)
+        _CACHE[key] = Program(task, table, steps, mesh, chunk_size, objective, sign, caps)
         if len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
     _CACHE.move_to_end(key)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from vtune import strategies as strategies_lib
 from vtune.checkpoint import Checkpointer, abstract
 from vtune.population import sharding
-from vtune.program import build, memory
+from vtune.program import buckets, build, memory
 from vtune.report.callbacks import Callback, Generation
 from vtune.report.codec import decode
 from vtune.report.result import SearchResult, Trial
@@ -77,6 +77,7 @@ def population_search(
     max_to_keep: int = 3,
     devices=None,
     chunk_size: int | str | None = None,
+    bucketing: bool | None = None,
     verbose: bool = True,
     callbacks: Sequence[Callback] = (),
 ) -> SearchResult:
@@ -117,6 +118,15 @@ def population_search(
         to fit a population larger than memory; "auto" picks the largest
         that fits (:func:`vtune.memory.max_population`, two small extra
         compiles); default: all at once.
+      bucketing: train a space that mixes widths in one program per width
+        bucket (:mod:`vtune.program.buckets`: each trial computed at its
+        bucket's allocation, not the widest; at most 4 buckets, each compiled
+        once) rather than in one masked program. ``None`` (default) buckets on
+        CPU, where it measured faster (``benchmarks/structure.py``), and keeps
+        one program on GPU/TPU (not yet measured there). Either way the
+        population, checkpoints and results are the same kind; with dropout,
+        masks are drawn at the computed shape, so a trial's units drop
+        differently under the two (same distribution).
       verbose: show a progress bar and say what happens (compiling, resuming,
         finished) on stderr, on process 0 only.
       callbacks: functions called on the host after every generation with a
@@ -146,7 +156,7 @@ def population_search(
         steps_per_generation=steps_per_generation, objective=objective, mode=mode, seed=seed,
         strategy=strategy, checkpoint_dir=checkpoint_dir, overwrite=overwrite,
         checkpoint_every=checkpoint_every, max_to_keep=max_to_keep, devices=devices,
-        chunk_size=chunk_size, verbose=verbose, callbacks=callbacks)
+        chunk_size=chunk_size, bucketing=bucketing, verbose=verbose, callbacks=callbacks)
     return run(task, spec)
 
 
@@ -164,8 +174,9 @@ def run(task: Task, spec: SearchSpec) -> SearchResult:
         per_device = size // mesh.devices.size
         chunk_size = None if fits >= per_device else max(fits, 1)
     sign = mode_sign(spec.mode)
-    program, table, metric_names, traced = build(task, space, steps, mesh, chunk_size,
-                                                 objective, sign)
+    built = build(task, space, steps, mesh, chunk_size, objective, sign)
+    table, metric_names, traced = built.table, built.metrics, built.traced
+    program = buckets.choose(spec.bucketing, built.program, built.specs, space, size)
     ckpt = None
     if spec.checkpoint_dir is not None:
         ckpt = Checkpointer(spec.checkpoint_dir, spec.identity(task, traced),

@@ -38,7 +38,7 @@ from vtune.version import __version__
 #: The fields of a search a config file may set (the CLI maps its keys onto them).
 CONFIG_FIELDS = ("population_size", "generations", "steps_per_generation", "objective", "mode",
                  "seed", "strategy", "checkpoint_dir", "overwrite", "checkpoint_every",
-                 "max_to_keep", "chunk_size")
+                 "max_to_keep", "chunk_size", "bucketing")
 
 
 def _seed(value) -> int:
@@ -125,6 +125,7 @@ class SearchSpec:
     max_to_keep: int = 3
     devices: tuple | None = None
     chunk_size: int | str | None = None
+    bucketing: bool | None = None
     verbose: bool = True
     callbacks: tuple = ()
 
@@ -132,7 +133,7 @@ class SearchSpec:
     def create(cls, space, *, population_size=32, generations=10, steps_per_generation=100,
                objective="val_loss", mode=None, seed=0, strategy=None, checkpoint_dir=None,
                overwrite=False, checkpoint_every=1, max_to_keep=3, devices=None,
-               chunk_size=None, verbose=True, callbacks=()) -> "SearchSpec":
+               chunk_size=None, bucketing=None, verbose=True, callbacks=()) -> "SearchSpec":
         """Validates every keyword; raises ValueError/TypeError naming the bad one."""
         steps = positive_int("steps_per_generation", steps_per_generation)
         gens = positive_int("generations", generations)
@@ -157,7 +158,9 @@ class SearchSpec:
                    overwrite=real_bool("overwrite", overwrite),
                    checkpoint_every=positive_int("checkpoint_every", checkpoint_every),
                    max_to_keep=positive_int("max_to_keep", max_to_keep),
-                   devices=_devices(devices), chunk_size=chunk_size, verbose=bool(verbose),
+                   devices=_devices(devices), chunk_size=chunk_size,
+                   bucketing=None if bucketing is None else real_bool("bucketing", bucketing),
+                   verbose=bool(verbose),
                    callbacks=tuple(callbacks))
 
     @property
