@@ -91,3 +91,14 @@ def test_population_must_divide_over_the_devices(tiny_task, compiles):
         vtune.population_search(tiny_task, {"learning_rate": vtune.loguniform(1e-3, 1e-1)},
                                 population_size=6, devices=jax.devices() * 4, verbose=False)
     assert sum(compiles.values()) == 0
+
+
+def test_a_bucketed_search_over_two_devices_is_the_masked_search_on_one(tmp_path):
+    """Each device trains its own block's runs (shard_map): the same trials as one masked
+    program on one device; each bucket's program traced once."""
+    two = run_child(tmp_path, "two", devices=2, extra_env={"BUCKETING": "True"})
+    one = run_child(tmp_path, "one", devices=1, extra_env={"BUCKETING": "False"})
+    assert two["bucket_traces"] == [1, 1, 1, 1] and two["train_traces"] == 0
+    assert one["bucket_traces"] == [] and one["train_traces"] == 1
+    assert len({r["width"] for r in two["history"]}) > 4
+    assert_same_search(two, one, rel=1e-4)
