@@ -27,9 +27,8 @@ Methods (``--methods``):
 * ``vtune_structure``: the default strategy over the same space plus the structure and
   optimizer knobs (:data:`STRUCTURE`: width 16-128, depth 1-3, batch size 32-128, the
   optimizer family), the MLP allocated at 3 x 128 and batch 128, in the same budget: does
-  searching the structure pay at equal compute? Its widths train bucketed (vtune's CPU
-  default, ``vtune.program.buckets``);
-* ``vtune_structure_masked``: the same in one masked program (``bucketing=False``);
+  searching the structure pay at equal compute? (One masked program, vtune's default);
+* ``vtune_structure_bucketed``: the same with ``bucketing=True`` (``vtune.program.buckets``);
 * ``optuna_jax``: Optuna's TPE sampler + MedianPruner, every trial trained by
   ``baselines.JaxLoop`` (the usual jitted Flax/Optax step in a Python loop);
 * ``optuna_torch``: the same with ``baselines.TorchLoop`` (plain PyTorch).
@@ -91,7 +90,7 @@ import vtune.cli
 from common import environment, summarise, write_result
 from vtune.datasets import Dataset
 
-METHODS = ("vtune", "vtune_random", "vtune_structure", "vtune_structure_masked", "optuna_jax",
+METHODS = ("vtune", "vtune_random", "vtune_structure", "vtune_structure_bucketed", "optuna_jax",
            "optuna_torch")
 #: What ``vtune_structure`` searches beyond ``baselines.space()``, and its allocation.
 STRUCTURE = {"width": vtune.choice([16, 32, 64, 128]), "depth": vtune.intuniform(1, 3),
@@ -144,7 +143,7 @@ class Curve:
 
 
 def run_vtune(strategy: str | None, data: Dataset, seed: int, args,
-              structure: bool = False, bucketing: bool | None = None) -> dict:
+              structure: bool = False, bucketing: bool = False) -> dict:
     task = baselines.vtune_task(data, **(STRUCTURE_ALLOCATION if structure else {}))
     space = {**baselines.space(), **(STRUCTURE if structure else {})}
     jax.clear_caches()  # this search pays its own compiles
@@ -223,7 +222,7 @@ def run(method: str, data: Dataset, seed: int, args) -> dict:
         return run_vtune("random", data, seed, args)
     if method.startswith("vtune_structure"):
         return run_vtune(None, data, seed, args, structure=True,
-                         bucketing=False if method.endswith("_masked") else None)
+                         bucketing=method.endswith("_bucketed"))
     return run_optuna(method.split("_", 1)[1], data, seed, args)
 
 

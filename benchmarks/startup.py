@@ -8,8 +8,8 @@ cache off. Medians of ``--repeats`` runs, each cold run on a new cache directory
 
 ``bucketing``: the same default search called as ``population_search(default_task(),
 default_space(), ...)`` (no reports written), with its widths trained in one program per
-width bucket (``bucketing=True``, vtune's CPU default) and in one masked program
-(``False``), cold and warm, to the end of the first generation and of the whole search.
+width bucket (``bucketing=True``) and in one masked program (``False``, the default),
+cold and warm, to the end of the first generation and of the whole search.
 
     PYTHONPATH=. python benchmarks/startup.py
 """

@@ -81,14 +81,21 @@ def layer_flops(n_in: int, width: int, depth: int, n_out: int, batch: int) -> in
     return 6 * batch * (n_in * width + (depth - 1) * width * width + width * n_out)
 
 
-def flops(shapes, n_in: int, n_out: int, batch: int) -> dict:
+def flops(shapes, n_in: int, n_out: int, batch: int, caps=()) -> dict:
     """Useful and allocated FLOPs per trial-step of a mix of (width, depth) shapes, one
-    trial each (the masked program computes every trial at the largest shape)."""
+    trial each (the masked program computes every trial at the largest shape; with the
+    bucket ``caps``, also what the bucketed program computes: each trial at its bucket's
+    width and the largest depth)."""
     useful = statistics.mean(layer_flops(n_in, w, d, n_out, batch) for w, d in shapes)
-    allocated = layer_flops(n_in, max(w for w, _ in shapes), max(d for _, d in shapes),
-                            n_out, batch)
-    return {"useful_per_trial_step": useful, "allocated_per_trial_step": allocated,
-            "useful_fraction": useful / allocated, "waste_factor": allocated / useful}
+    deepest = max(d for _, d in shapes)
+    allocated = layer_flops(n_in, max(w for w, _ in shapes), deepest, n_out, batch)
+    out = {"useful_per_trial_step": useful, "allocated_per_trial_step": allocated,
+           "useful_fraction": useful / allocated, "waste_factor": allocated / useful}
+    if caps:
+        bucketed = statistics.mean(layer_flops(n_in, min(c for c in caps if c >= w), deepest,
+                                               n_out, batch) for w, _ in shapes)
+        out.update(bucketed_per_trial_step=bucketed, bucketed_waste_factor=bucketed / useful)
+    return out
 
 
 class Bench:
@@ -161,6 +168,12 @@ class Bench:
             state["val_loss"] = jax.block_until_ready(metrics["val_loss"])
 
         return run, compile_s, 1, state
+
+    def caps(self):
+        """The width buckets vtune makes of this mix (:func:`vtune.program.buckets.levels`)."""
+        specs = {"width": {"high": max(self.args.widths), "width": True}}
+        return buckets.levels(specs, vtune.Space({"width": vtune.choice(list(self.args.widths))}),
+                              self.args.max_buckets)
 
     def bucketed(self):
         return self.masked(bucketed=True)
@@ -248,6 +261,10 @@ def padding(result: dict) -> dict:
     if "masked" in rows and "per_shape" in rows:
         out["time_ratio_masked_over_per_shape"] = (rows["masked"]["median_s"]
                                                    / rows["per_shape"]["median_s"])
+    if "bucketed" in rows and "per_shape" in rows:
+        out["time_ratio_bucketed_over_per_shape"] = (rows["bucketed"]["median_s"]
+                                                     / rows["per_shape"]["median_s"])
+        out["bucketed_flop_waste_factor"] = mix["bucketed_waste_factor"]
     if "masked" in rows and "one_at_a_time" in rows:
         out["time_ratio_masked_over_one_at_a_time"] = (rows["masked"]["median_s"]
                                                        / rows["one_at_a_time"]["median_s"])
@@ -261,9 +278,13 @@ def padding(result: dict) -> dict:
     if measured is not None:
         verdict += (f"; measured, the masked program takes {measured:.2f}x the time of one "
                     f"program per shape")
+    if "time_ratio_bucketed_over_per_shape" in out:
+        verdict += (f"; bucketed by width ({len(result['buckets'])} buckets: depth still "
+                    f"masked), {mix['bucketed_waste_factor']:.2f}x the FLOPs and "
+                    f"{out['time_ratio_bucketed_over_per_shape']:.2f}x the time")
     over = [k for k, v in out["wastes_more_than_limit"].items() if v]
-    verdict += (f". MORE THAN {WASTE_LIMIT:g}x WASTED ({' and '.join(over)}): bucketing trials "
-                f"by shape (one program per bucket) would pay here." if over else
+    verdict += (f". The masked program wastes MORE THAN {WASTE_LIMIT:g}x ({' and '.join(over)}): "
+                f"bucketing pays here." if over else
                 f". Within {WASTE_LIMIT:g}x: one masked program is fine for this mix.")
     out["verdict"] = verdict
     return out
@@ -304,8 +325,9 @@ def main(argv=None) -> dict:
               "population": bench.size, "shapes": len(bench.shapes), "steps": args.steps,
               "batch_size": args.batch_size, "optimizer": "adamw", "dropout": DROPOUT,
               "cpu_devices": jax.device_count(), "impls": args.impls,
-              "max_buckets": args.max_buckets,
-              "flops": {"mix": flops(bench.shape_of, n_in, n_out, args.batch_size),
+              "max_buckets": args.max_buckets, "buckets": bench.caps(),
+              "flops": {"mix": flops(bench.shape_of, n_in, n_out, args.batch_size,
+                                     bench.caps()),
                         "widths_16_to_128_depths_1_to_3": flops(every, n_in, n_out,
                                                                 args.batch_size)}}
     result["load_average_start"] = os.getloadavg()

@@ -86,12 +86,13 @@ SPACE = {"width": vtune.intuniform(1, 8), "depth": vtune.intuniform(1, 2),
          "plateau_factor": vtune.uniform(0.2, 0.9), "plateau_patience": vtune.intuniform(1, 2)}
 
 
-def test_the_default_buckets_on_one_cpu_device_and_never_when_told_not_to(task):
+def test_one_masked_program_unless_bucketing_is_asked_for(task):
     built = build(task, vtune.Space(SPACE), 2)
-    assert isinstance(buckets.choose(None, built.program, built.specs, vtune.Space(SPACE), 8),
+    assert isinstance(buckets.choose(True, built.program, built.specs, vtune.Space(SPACE), 8),
                       buckets.Bucketed)
     assert buckets.choose(False, built.program, built.specs, vtune.Space(SPACE), 8) \
         is built.program
+    assert vtune.search.SearchSpec.create(SPACE).bucketing is False
     # Only the full width: nothing to narrow, one program.
     only_full = vtune.Space({**SPACE, "width": vtune.choice([8])})
     built = build(task, only_full, 2)

@@ -180,8 +180,7 @@ def test_a_search_that_does_not_name_the_family_keeps_its_program(data):
 def test_a_search_over_families_and_structure_compiles_once(task, trained, compiles):
     """Two searches (pruning with fresh refills; PBT clones) run the equivalence tests'
     program: over all of them it was traced, so compiled, once."""
-    kw = dict(population_size=N, generations=3, steps_per_generation=K, seed=2, verbose=False,
-              bucketing=False)  # one masked program (bucketed: tests/test_buckets.py)
+    kw = dict(population_size=N, generations=3, steps_per_generation=K, seed=2, verbose=False)
     truncation = vtune.population_search(task, SPACE, strategy="truncation", **kw)
     pbt = vtune.population_search(
         task, SPACE, strategy=vtune.strategies.pbt(quantile=0.25, resample_probability=1.0), **kw)
@@ -215,7 +214,7 @@ def test_a_search_over_families_and_structure_compiles_once(task, trained, compi
 def test_a_search_over_families_resumes_from_its_checkpoint(task, trained, tmp_path):
     """Every family's state is in the checkpoint (the same program: nothing compiles)."""
     kw = dict(population_size=N, generations=3, steps_per_generation=K, seed=4, verbose=False,
-              strategy="pbt", bucketing=False)
+              strategy="pbt")
     reference = vtune.population_search(task, SPACE, **kw)
     vtune.population_search(task, SPACE, checkpoint_dir=tmp_path, **kw)
     shutil.rmtree(tmp_path / "3")  # as if killed before the last generation was saved

@@ -264,7 +264,8 @@ def test_structure_is_read_from_hp_and_declared_with_its_bounds():
     hp = {"width": jnp.float32(5), "depth": jnp.float32(2), "init": jnp.int32(4)}
     mlp = nn.MaskedMLP(3, 8, 3, 2, hp=hp, init=hp["init"], rngs=nnx.Rngs(0))
     assert nn.hparam_bounds(mlp) == {"width": (1, 8), "depth": (1, 3)}
-    assert nn.hparam_specs(mlp)["width"] == {"low": 1, "high": 8, "integer": True, "default": 8}
+    assert nn.hparam_specs(mlp)["width"] == {"low": 1, "high": 8, "integer": True, "default": 8,
+                                             "width": True}
     k = [np.asarray(layer.kernel[...]) for layer in mlp.hidden]
     assert np.any(k[0][:, :5]) and not np.any(k[0][:, 5:])
     assert np.any(k[1][:5, :5]) and not np.any(k[1][5:]) and not np.any(k[1][:, 5:])
@@ -327,8 +328,7 @@ def test_pbt_clones_keep_their_structure_and_the_program_compiles_once(small_tas
              "learning_rate": vtune.loguniform(1e-3, 1e-1)}
     strategy = vtune.strategies.pbt(quantile=0.5, resample_probability=1.0)
     result = vtune.population_search(small_task, space, population_size=4, generations=3,
-                                     steps_per_generation=2, strategy=strategy, verbose=False,
-                                     bucketing=False)  # bucketed: tests/test_buckets.py
+                                     steps_per_generation=2, strategy=strategy, verbose=False)
     rows = {(r["generation"], r["trial_id"]): r for r in result.history}
     clones = [r for r in result.history if r["parent_id"] >= 0 and r["generation"] > 0]
     assert clones, "PBT cloned nobody"

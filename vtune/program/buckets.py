@@ -244,22 +244,19 @@ def capacity(population_size: int, buckets: int, devices: int) -> int:
     return min(population_size, -(-share // devices) * devices)
 
 
-def choose(bucketing: bool | None, full: Program, specs, space: Space,
+def choose(bucketing: bool, full: Program, specs, space: Space,
            population_size: int, max_buckets: int | None = None) -> Program | Bucketed:
     """The program a search trains with: ``full``, or :class:`Bucketed` over it.
 
-    ``bucketing=None`` (auto) buckets on CPU devices when the space
-    needs a bucket narrower than the allocation; ``True`` buckets wherever it
-    can; ``False`` never. Only :mod:`vtune.nn`'s masked layers declare widths
+    ``True`` buckets when the space needs a bucket narrower than the
+    allocation; ``False`` never. Only :mod:`vtune.nn`'s masked layers declare widths
     (and narrow inside :func:`vtune.nn.allocation`), so a model without them
     is never bucketed.
     """
     caps = levels(specs, space, MAX_BUCKETS if max_buckets is None else max_buckets)
     names = width_names(specs)
     widest = max((int(specs[n]["high"]) for n in names), default=0)
-    if bucketing is False or not caps or caps == (widest,):
-        return full
-    if bucketing is None and full.mesh.devices.flat[0].platform != "cpu":
+    if not bucketing or not caps or caps == (widest,):
         return full
     return get_bucketed(full, names, caps, capacity(population_size, len(caps),
                                                     full.mesh.devices.size))

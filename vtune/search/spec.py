@@ -125,7 +125,7 @@ class SearchSpec:
     max_to_keep: int = 3
     devices: tuple | None = None
     chunk_size: int | str | None = None
-    bucketing: bool | None = None
+    bucketing: bool = False
     verbose: bool = True
     callbacks: tuple = ()
 
@@ -133,7 +133,7 @@ class SearchSpec:
     def create(cls, space, *, population_size=32, generations=10, steps_per_generation=100,
                objective="val_loss", mode=None, seed=0, strategy=None, checkpoint_dir=None,
                overwrite=False, checkpoint_every=1, max_to_keep=3, devices=None,
-               chunk_size=None, bucketing=None, verbose=True, callbacks=()) -> "SearchSpec":
+               chunk_size=None, bucketing=False, verbose=True, callbacks=()) -> "SearchSpec":
         """Validates every keyword; raises ValueError/TypeError naming the bad one."""
         steps = positive_int("steps_per_generation", steps_per_generation)
         gens = positive_int("generations", generations)
@@ -159,7 +159,7 @@ class SearchSpec:
                    checkpoint_every=positive_int("checkpoint_every", checkpoint_every),
                    max_to_keep=positive_int("max_to_keep", max_to_keep),
                    devices=_devices(devices), chunk_size=chunk_size,
-                   bucketing=None if bucketing is None else real_bool("bucketing", bucketing),
+                   bucketing=real_bool("bucketing", bucketing),
                    verbose=bool(verbose),
                    callbacks=tuple(callbacks))
 
