@@ -150,7 +150,17 @@ def test_structure_padding_verdict():
     assert "Within 2x" in fine["verdict"] and "MORE THAN" not in fine["verdict"]
     bad = verdict(4.1, 2.6, 1.0)
     assert bad["wastes_more_than_limit"] == {"flops": True, "time": True}
-    assert "MORE THAN 2x WASTED (flops and time)" in bad["verdict"]
+    assert "wastes MORE THAN 2x (flops and time)" in bad["verdict"]
+    # With the bucketed row: its FLOPs and time against one program per shape.
+    with_buckets = structure.padding({
+        "rows": [{"impl": "masked", "median_s": 4.0}, {"impl": "bucketed", "median_s": 2.0},
+                 {"impl": "per_shape", "median_s": 1.0}],
+        "widths": [16, 128], "depths": [1, 3], "buckets": [16, 128],
+        "flops": {"mix": {"waste_factor": 4.0, "useful_fraction": 0.25,
+                          "bucketed_waste_factor": 1.5}}})
+    assert with_buckets["time_ratio_bucketed_over_per_shape"] == pytest.approx(2.0)
+    assert "bucketed by width (2 buckets" in with_buckets["verdict"]
+    assert "1.50x the FLOPs and 2.00x the time" in with_buckets["verdict"]
     assert verdict(4.1, 1.5, 1.0)["wastes_more_than_limit"] == {"flops": True, "time": False}
 
 
