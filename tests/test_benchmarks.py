@@ -109,6 +109,12 @@ def test_structure_flops_count_the_padding():
     assert f["useful_per_trial_step"] == sum(useful) / 2
     assert f["waste_factor"] == pytest.approx(2 * useful[1] / sum(useful))
     assert structure.flops([(32, 2)], 64, 10, 1)["waste_factor"] == 1.0
+    # Bucketed: each trial at its bucket's width (the smallest cap that holds it), at the
+    # largest depth: 6 * (64*32 + 32*32 + 32*10) for (16, 1) in bucket 32, the (128, 2)
+    # trial as allocated.
+    b = structure.flops([(16, 1), (128, 2)], 64, 10, 1, caps=(32, 128))
+    assert b["bucketed_per_trial_step"] == (6 * (64 * 32 + 32 * 32 + 320)
+                                            + 6 * (64 * 128 + 128 * 128 + 1280)) / 2
 
 
 def test_structure_rows(tmp_path):
