@@ -201,3 +201,24 @@ def test_the_readme_shows_committed_figures():
     for f in figures:
         w, h = png_size(root / f)
         assert w >= 600 and h >= 300, f
+
+
+def test_a_trial_evaluated_once_is_drawn_as_markers_not_a_line():
+    """The best trial was evaluated once (then the search ended): its train and validation
+    points are an open square and a filled disc, without a line style; others keep lines."""
+    rows = [{"generation": g, "slot": 0, "trial_id": 0, "parent_id": -1, "step": 10 * (g + 1),
+             "wall_time": float(g), "status": "alive", "learning_rate": 0.01,
+             "train_loss": 1.0 - 0.1 * g, "val_loss": 1.1 - 0.1 * g} for g in range(3)]
+    rows.append({"generation": 2, "slot": 1, "trial_id": 1, "parent_id": -1, "step": 10,
+                 "wall_time": 2.0, "status": "alive", "learning_rate": 0.1,
+                 "train_loss": 0.2, "val_loss": 0.25})
+    result = SearchResult(best=None, history=rows, objective="val_loss", mode="min",
+                          tuned=("learning_rate",))
+    ax = plots.learning_curves(result).axes[0]
+    once = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 1 and ln.get_marker() != "x"]
+    assert sorted(ln.get_marker() for ln in once) == ["o", "s"]
+    assert all(ln.get_linestyle() == "None" and ln.get_color() == plots.BEST for ln in once)
+    square = next(ln for ln in once if ln.get_marker() == "s")
+    assert square.get_markerfacecolor() == "none" and list(square.get_ydata()) == [0.2]
+    curves = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 3]
+    assert {ln.get_linestyle() for ln in curves} == {"-", "--"}

@@ -71,7 +71,8 @@ def learning_curves(result):
 
     One panel per metric reported for both splits (``train_loss``/``val_loss``,
     ``train_accuracy``/``val_accuracy``, ...). Losses use a log axis. A cloned
-    trial's curve starts from its parent's last point.
+    trial's curve starts from its parent's last point; a trial evaluated once is
+    two markers (train an open square, validation a filled disc), not a line.
     """
     pairs = _metric_pairs(result)
     fig = figure(6.2 * len(pairs), 4.6)
@@ -108,7 +109,13 @@ def learning_curves(result):
                 ys = [r.get(key, math.nan) for r in rows]
                 ys = [y if finite(y) else math.nan for y in ys]
                 values += [y for y in ys if not math.isnan(y)]
-                ax.plot(steps, ys, ls=ls, marker="o", ms=2.5 if tid != best else 4, **st)
+                if len(rows) == 1:  # evaluated once: no line to draw, so a marker that says
+                    # which split it is (train an open square, validation a filled disc)
+                    ax.plot(steps, ys, ls="none", marker="s" if ls == "--" else "o",
+                            ms=8 if tid == best else 5, mfc="none" if ls == "--" else st["color"],
+                            mew=1.5, **st)
+                else:
+                    ax.plot(steps, ys, ls=ls, marker="o", ms=2.5 if tid != best else 4, **st)
             for r in trials[tid]:
                 if r["status"] == "diverged":
                     ax.plot([r["step"]], [0.96], marker="x", color=DIVERGED, ms=7, mew=2,
@@ -119,7 +126,7 @@ def learning_curves(result):
             zoom(ax, trials, best, val_key, train_key)
         ax.set_xlabel("training steps of the trial")
         ax.set_ylabel(label)
-        ax.set_title(f"{label}: train (dashed) vs validation (solid)")
+        ax.set_title(f"{label}: train (dashed, \u25a1) vs validation (solid, \u25cf)")
         ax.grid(alpha=0.3)
     axes[0].legend(handles=status_handles(result, best), loc="best", fontsize=8)
     fig.suptitle(f"Learning curves of {len(trials)} trials", fontsize=13)
