@@ -23,7 +23,7 @@ Example:
     ...          "val_loss": 1.2 / (g + 1)} for g in range(1, 4)]
     >>> result = vtune.SearchResult(best=None, history=rows, objective="val_loss", mode="min")
     >>> learning_curves(result).axes[0].get_title()
-    'loss: train (dashed) vs validation (solid)'
+    'loss: train (dashed, □) vs validation (solid, ●)'
 """
 
 from __future__ import annotations
