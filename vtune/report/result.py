@@ -97,8 +97,15 @@ class SearchResult:
         reads it for a row. The history still records every value a trial
         holds; :meth:`table` and :meth:`summary` show inert ones as ``-`` or
         leave them out.
+      top_trials: the ``keep_top`` best trials of :func:`vtune.population_search`
+        as :class:`Trial` objects with their params, best first: each trial
+        once, at its best evaluation, ranked as :meth:`top` ranks them, so
+        ``top_trials[0]`` is ``best`` and ``top_trials[i].trial_id ==
+        top(k)[i]["trial_id"]``. :meth:`to_json` keeps them without params.
 
-    Example: see the module docstring.
+    Example: see the module docstring; with a search,
+    ``[t.trial_id for t in result.top_trials]`` are the kept trials and
+    ``result.top_trials[1].params`` the runner-up's parameters.
     """
 
     best: Trial | None
@@ -109,6 +116,7 @@ class SearchResult:
     space: Space | None = None
     metrics: tuple[str, ...] = ()
     inert: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    top_trials: tuple[Trial, ...] = ()
 
     def inert_for(self, row: dict[str, Any]) -> tuple[str, ...]:
         """The hyperparameters that do nothing for the trial of ``row`` (a history
@@ -204,7 +212,8 @@ class SearchResult:
         evaluation, or with ``at="last"`` at their last (see :meth:`trials`); ties
         by the validation loss, then the earlier trial.
 
-        Trials without a finite objective there are left out.
+        Trials without a finite objective there are left out. The params of
+        the first ``keep_top`` of them are :attr:`top_trials`.
 
         Example:
             >>> curves = {0: (0.1, 0.9), 1: (0.5, 0.4)}  # trial 0: one lucky evaluation
@@ -303,18 +312,19 @@ class SearchResult:
         """The result as strict JSON (and written to ``path`` when given).
 
         Holds ``objective``, ``mode``, ``tuned``, ``space`` (or null),
-        ``best`` (without params) and ``history``. Non-finite floats are the
+        ``best`` and ``top_trials`` (without params) and ``history``. Non-finite floats are the
         strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (as in protobuf's
         JSON mapping), which :meth:`from_json` turns back into floats.
         """
-        best = None
-        if self.best is not None:
-            best = {k: getattr(self.best, k) for k in
+        def trial(t):
+            return {k: getattr(t, k) for k in
                     ("trial_id", "hparams", "metrics", "generation", "step")}
+
         doc = {"format": _JSON_FORMAT, "version": _JSON_VERSION, "objective": self.objective,
                "mode": self.mode, "tuned": list(self.tuned), "metrics": list(self.metric_names),
                "space": None if self.space is None else self.space.to_json(),
-               "best": best, "history": self.history}
+               "best": None if self.best is None else trial(self.best),
+               "top_trials": [trial(t) for t in self.top_trials], "history": self.history}
         if self.inert:
             doc["inert"] = {k: list(v) for k, v in self.inert.items()}
         text = codec.dumps(doc, indent=1)
@@ -324,7 +334,7 @@ class SearchResult:
 
     @classmethod
     def from_json(cls, source) -> "SearchResult":
-        """Reads :meth:`to_json` output: a path, or the JSON text itself (best without params)."""
+        """Reads :meth:`to_json` output: a path, or the JSON text itself (trials without params)."""
         text = str(source)
         if not text.lstrip().startswith("{"):
             text = pathlib.Path(source).read_text()
@@ -337,7 +347,8 @@ class SearchResult:
         return cls(best=best, history=doc["history"], objective=doc["objective"],
                    mode=doc["mode"], tuned=tuple(doc["tuned"]), space=space,
                    metrics=tuple(doc.get("metrics", ())),
-                   inert={k: tuple(v) for k, v in doc.get("inert", {}).items()})
+                   inert={k: tuple(v) for k, v in doc.get("inert", {}).items()},
+                   top_trials=tuple(Trial(**t) for t in doc.get("top_trials", ())))
 
     def to_optuna(self, storage=None, *, study_name: str | None = None,
                   overwrite: bool = False):
