@@ -170,6 +170,8 @@ def population_search(
         ...     generations=2, steps_per_generation=20, verbose=False)
         >>> sorted(result.best.metrics)
         ['diverged', 'train_accuracy', 'train_loss', 'val_accuracy', 'val_loss']
+        >>> [t.trial_id for t in result.top_trials] == [t["trial_id"] for t in result.top(3)]
+        True
     """
     if not isinstance(task, Task):
         raise TypeError(f"task must be a vtune.Task, got {type(task).__name__}")
