@@ -34,14 +34,20 @@ r = vtune.population_search(task, space, population_size=6, generations=8,
                             verbose=False)
 history = [{k: v for k, v in row.items() if k != "wall_time"} for row in r.history]
 params = [np.asarray(x).tolist() for x in jax.tree.leaves(r.best.params)]
-json.dump({"history": history, "params": params}, open(sys.argv[2], "w"))
+top = [[t.trial_id, t.generation, [np.asarray(x).tolist() for x in jax.tree.leaves(t.params)]]
+       for t in r.top_trials]
+json.dump({"history": history, "params": params, "top": top}, open(sys.argv[2], "w"))
 """
 
 
 def outcome(result):
+    """What must not change: the history, the best's params and the kept top trials'."""
     history = [{k: v for k, v in row.items() if k != "wall_time"} for row in result.history]
     return {"history": history,
-            "params": [np.asarray(x).tolist() for x in jax.tree.leaves(result.best.params)]}
+            "params": [np.asarray(x).tolist() for x in jax.tree.leaves(result.best.params)],
+            "top": [[t.trial_id, t.generation,
+                     [np.asarray(x).tolist() for x in jax.tree.leaves(t.params)]]
+                    for t in result.top_trials]}
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +66,7 @@ def finished(tiny_task, tmp_path_factory):
 
 def test_checkpointed_search_equals_uninterrupted(reference, finished):
     assert outcome(finished[1]) == outcome(reference)
+    assert len(reference.top_trials) == 3  # keep_top's default: every comparison covers them
 
 
 def test_killed_search_resumes_to_the_identical_result(reference, tmp_path):

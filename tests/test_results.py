@@ -62,17 +62,20 @@ def test_names_are_split_into_ids_hyperparameters_and_metrics():
     assert r.metric_names == ("train_accuracy", "train_loss", "val_accuracy", "val_loss")
     assert r.hparam_names == ("clip_norm", "dropout", "init", "learning_rate")
     assert r.varied == ("learning_rate", "init", "dropout")  # searched first; clip_norm fixed
+    assert r.shown_hparams == ("learning_rate", "init", "dropout")
 
 
 def test_to_pandas_columns_dtypes_and_rows():
     pd = pytest.importorskip("pandas")
     r = make_result()
-    df = r.to_pandas()
+    df = r.to_pandas(all_hparams=True)
     assert len(df) == len(PLAN)
     assert list(df.columns) == [
         "generation", "slot", "trial_id", "parent_id", "step", "examples_seen", "wall_time",
         "status", "origin", "clip_norm", "dropout", "init", "learning_rate",
         "train_accuracy", "train_loss", "val_accuracy", "val_loss"]
+    # By default the fixed clip_norm (never searched, never changed) is left out.
+    assert [c for c in r.to_pandas().columns] == [c for c in df.columns if c != "clip_norm"]
     for c in ("generation", "slot", "trial_id", "parent_id", "step", "examples_seen"):
         assert df[c].dtype == np.int64, c
     for c in ("wall_time", "clip_norm", "dropout", "learning_rate", "train_accuracy",
@@ -126,7 +129,7 @@ def test_csv_round_trips_through_pandas(tmp_path):
     r = make_result()
     path = r.to_csv(tmp_path / "history.csv")
     back = pd.read_csv(path)
-    df = r.to_pandas()
+    df = r.to_pandas(all_hparams=True)  # the CSV is the record: every column
     assert list(back.columns) == list(df.columns) and len(back) == len(df)
     for c in ("val_loss", "learning_rate", "clip_norm", "wall_time"):
         np.testing.assert_array_equal(back[c].to_numpy(float), df[c].to_numpy(float))
@@ -221,6 +224,10 @@ def test_a_real_search_fills_every_column(tiny_task):
     assert df.groupby("generation")["wall_time"].max().is_monotonic_increasing
     assert set(r.metric_names) == {"train_accuracy", "train_loss", "val_accuracy", "val_loss"}
     assert r.varied[:2] == ("learning_rate", "dropout")
+    # The task's optimizer defaults (b1, b2, eps, ...) are in the record, not in the views.
+    assert set(r.hparam_names) - {"learning_rate", "dropout"}, r.hparam_names
+    assert sorted(c for c in df.columns if c in r.hparam_names) == ["dropout", "learning_rate"]
+    assert list(r.to_pandas(all_hparams=True).columns) == list(r.rows()[0])
     assert r.top(1)[0]["trial_id"] == r.best.trial_id
     assert len(r.diagnose()) == df["trial_id"].nunique()
 
@@ -236,3 +243,57 @@ def test_docstring_examples_run(module):
     for t in tests:
         runner.run(t)
     assert tests and runner.failures == 0
+
+
+def test_views_show_the_searched_hyperparameters_and_the_record_keeps_every_one(tmp_path):
+    """b2 and eps are defaults nobody searched; init was searched but every trial drew the
+    same choice: the views show learning_rate and init, the record keeps all four."""
+    rows = [{"generation": g, "slot": t, "trial_id": t, "parent_id": -1, "step": 10 * (g + 1),
+             "examples_seen": 80 * (g + 1), "wall_time": float(g), "status": "alive",
+             "b2": 0.999, "eps": 1e-8, "init": "he_normal", "learning_rate": lr,
+             "train_loss": loss * 0.9, "val_loss": loss}
+            for g in range(2) for t, (lr, loss) in enumerate([(0.01, 0.5 - 0.1 * g),
+                                                               (0.1, 0.7 - 0.1 * g)])]
+    best = Trial(trial_id=0, hparams={k: rows[2][k] for k in ("b2", "eps", "init",
+                                                               "learning_rate")},
+                 metrics={"train_loss": 0.36, "val_loss": 0.4}, generation=1, step=20)
+    r = SearchResult(best=best, history=rows, objective="val_loss", mode="min",
+                     tuned=("learning_rate", "init"))
+    searched, defaults = {"learning_rate", "init"}, {"b2", "eps"}
+    assert set(r.hparam_names) == searched | defaults
+    assert r.shown_hparams == ("learning_rate", "init") and r.varied == ("learning_rate",)
+    for t in r.trials() + r.top(2):
+        assert searched <= set(t) and not defaults & set(t)
+    assert defaults <= set(r.trials(all_hparams=True)[0]) and \
+        defaults <= set(r.top(1, all_hparams=True)[0])
+    header = r.table().splitlines()[0].split()
+    assert "learning_rate" in header and "init" in header and not defaults & set(header)
+    assert "b2" not in r.summary()
+    assert "hparams: learning_rate=0.01, init=he_normal\n" in r.summary()
+    for finding in r.diagnose().findings:
+        assert set(finding.hparams) == searched
+    pd = pytest.importorskip("pandas")
+    assert not defaults & set(r.to_pandas().columns)
+    assert defaults <= set(pd.read_csv(r.to_csv(tmp_path / "h.csv")).columns)
+    assert all(defaults <= set(row) for row in SearchResult.from_json(r.to_json()).history)
+    # Without a record of what was searched (tuned=()), what varied is what is shown.
+    bare = SearchResult(best=None, history=rows, objective="val_loss", mode="min")
+    assert bare.shown_hparams == ("learning_rate",)
+
+
+def test_the_figures_plot_against_searched_hyperparameters_only():
+    pytest.importorskip("matplotlib")
+    from vtune.report import plots
+
+    rows = [{"generation": 0, "slot": t, "trial_id": t, "parent_id": -1, "step": 10,
+             "status": "alive", "b2": 0.999, "learning_rate": lr, "val_loss": 1.0 - lr}
+            for t, lr in enumerate((0.01, 0.1, 0.3))]
+    r = SearchResult(best=None, history=rows, objective="val_loss", mode="min",
+                     tuned=("learning_rate",))
+    labels = [ax.get_xlabel() for ax in plots.objective_vs_hparams(r).axes if ax.get_visible()]
+    assert len(labels) == 1 and labels[0].startswith("learning_rate")
+    # Nothing searched and nothing varied: the figure says so instead of plotting b2.
+    fixed = SearchResult(best=None, history=[dict(rows[0], learning_rate=0.1)],
+                         objective="val_loss", mode="min")
+    ax = next(a for a in plots.objective_vs_hparams(fixed).axes if a.get_visible())
+    assert ax.get_xlabel() == "" and "no searched hyperparameter" in ax.texts[0].get_text()

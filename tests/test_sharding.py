@@ -39,6 +39,10 @@ def assert_same_search(a, b, rel=1e-5):
                 assert v == rb[k], k
     for x, y in zip(a["best_params"], b["best_params"]):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+    assert a["top"] == b["top"] and len(a["top"]) == 3  # keep_top's default
+    assert len(a["top_params"]) == len(b["top_params"])
+    for x, y in zip(a["top_params"], b["top_params"]):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,8 @@ if "EXIT_AFTER_SAVE" in os.environ:
 
     save = Checkpointer.save
 
-    def save_then_exit(self, generation, *args):
-        save(self, generation, *args)
+    def save_then_exit(self, generation, *args, **kwargs):
+        save(self, generation, *args, **kwargs)
         if generation == int(os.environ["EXIT_AFTER_SAVE"]):
             self.manager.wait_until_finished()
             os._exit(3)
@@ -64,4 +64,7 @@ if jax.process_index() == 0:
             "slots_per_device": sorted({s.data.shape[0] for s in leaf.addressable_shards}),
             "history": [{k: v for k, v in r.items() if k != "wall_time"} for r in result.history],
             "best_params": [np.asarray(x).tolist() for x in jax.tree.leaves(result.best.params)],
+            "top": [[t.trial_id, t.generation] for t in result.top_trials],
+            "top_params": [np.asarray(x).tolist() for t in result.top_trials
+                           for x in jax.tree.leaves(t.params)],
         }, f)

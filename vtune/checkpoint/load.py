@@ -20,9 +20,9 @@ def load(directory, task=None):
 
     Args:
       directory: a ``checkpoint_dir`` of :func:`vtune.population_search`.
-      task: the search's task, to restore the best params into their exact
-        pytree type (e.g. an ``nnx.State``); without it they come back as the
-        nested dicts of arrays orbax stores.
+      task: the search's task, to restore the kept params (the best's and
+        ``top_trials``') into their exact pytree type (e.g. an ``nnx.State``);
+        without it they come back as the nested dicts of arrays orbax stores.
 
     Returns:
       A :class:`vtune.SearchResult`: of the finished search, or of the
@@ -56,6 +56,7 @@ def load(directory, task=None):
             directory, options=ocp.CheckpointManagerOptions(read_only=True),
             item_handlers={"population": ocp.StandardCheckpointHandler(),
                            "best": ocp.StandardCheckpointHandler(),
+                           "top": ocp.StandardCheckpointHandler(),
                            "search": ocp.JsonCheckpointHandler()})
     finally:
         absl.setLevel(level)
@@ -65,11 +66,17 @@ def load(directory, task=None):
         manager.close()
     if restored is None:
         raise ValueError(f"{str(directory)!r} holds no complete checkpoint yet")
-    _, best_params, search = restored
+    _, best_params, search, top_params = restored
     best = decode(search["best"])
     if best is not None:
         best = Trial(params=jax.device_get(best_params), **best)
+    top = tuple(Trial(params=p, **e)
+                for e, p in zip(decode(search.get("top", [])), jax.device_get(top_params)))
+    if "top" not in search and best is not None:  # written before vtune kept the top trials
+        top = (best,)
+    elif top and best is not None and top[0].trial_id == best.trial_id:
+        best = top[0]  # one object, as the search returned it
     return SearchResult(best=best, history=decode(search["history"]),
                         objective=spec["objective"], mode=spec["mode"],
                         tuned=tuple(spec["space"]), space=Space.from_json(spec["space"]),
-                        metrics=tuple(spec.get("metrics", ())))
+                        metrics=tuple(spec.get("metrics", ())), top_trials=top)

@@ -2,11 +2,14 @@
 
 A checkpoint directory holds ``vtune_spec.json`` (what search this is: space,
 task fingerprint, population size, objective, ...) and one orbax step per
-saved generation with three items:
+saved generation with these items:
 
 * ``population``: the whole population pytree (params, optimizer state,
   hyperparameters, trial ids, steps), restored against an abstract target;
 * ``best``: the best trial's params so far;
+* ``top``: the params of the ``keep_top`` best trials so far, best first (a
+  list of one-trial pytrees; absent when none is kept, and in checkpoints
+  written before vtune kept them, which still restore);
 * ``search``: the host state as JSON (strategy state, history, lineage
   arrays, generation). JSON and tensorstore only; no pickle anywhere.
 
@@ -140,22 +143,27 @@ class Checkpointer:
                 # a *.orbax-checkpoint-tmp directory is a save that never committed
                 cleanup_tmp_directories=True))
 
-    def save(self, generation: int, population, best_params, search: dict) -> None:
+    def save(self, generation: int, population, best_params, search: dict,
+             top=()) -> None:
         """Starts an asynchronous save of generation ``generation``.
 
-        Ctrl-C while the save is being set up is held until it has started, so
-        an interrupted search can still finish it (:meth:`close`).
+        ``top`` is the list of the kept trials' params (the ``top`` item, left
+        out when empty). Ctrl-C while the save is being set up is held until it
+        has started, so an interrupted search can still finish it (:meth:`close`).
         """
         self.manager.wait_until_finished()
         items = {"population": ocp.args.StandardSave(population),
                  "search": ocp.args.JsonSave(encode(search))}
         if best_params is not None:
             items["best"] = ocp.args.StandardSave(best_params)
+        if top:
+            items["top"] = ocp.args.StandardSave(list(top))
         with _interrupts_held():
             self.manager.save(generation, args=ocp.args.Composite(**items))
 
     def restore(self, abstract_population, abstract_best):
-        """The latest readable checkpoint as ``(population, best_params, search)``, or None."""
+        """The latest readable checkpoint as ``(population, best_params, search, top_params)``
+        (``top_params`` a list, empty for a checkpoint without the ``top`` item), or None."""
         return restore_latest(self.manager, self.directory, abstract_population, abstract_best,
                               repair=self.repair)
 
@@ -181,7 +189,7 @@ def _interrupts_held():
 
 
 def restore_latest(manager, directory, abstract_population, abstract_best, repair=True):
-    """Restores the newest complete step.
+    """Restores the newest complete step as ``(population, best, search, top)``.
 
     Unreadable newer steps are skipped, and with ``repair`` moved aside (so the
     resumed search can save those generations again). Returns None when the
@@ -201,6 +209,12 @@ def restore_latest(manager, directory, abstract_population, abstract_best, repai
                 if target is None:  # no task: shapes and dtypes as saved, on one device
                     target = abstract(manager.item_metadata(step)["best"].tree)
                 items["best"] = ocp.args.StandardRestore(target)
+            if search.get("top"):  # older checkpoints have neither the key nor the item
+                if abstract_best is None:
+                    target = abstract(manager.item_metadata(step)["top"].tree)
+                else:
+                    target = [abstract_best] * len(search["top"])
+                items["top"] = ocp.args.StandardRestore(target)
             out = manager.restore(step, args=ocp.args.Composite(**items)) if items else {}
         except Exception as e:  # orbax raises many types for a damaged step
             moved.append(str(step))
@@ -214,7 +228,7 @@ def restore_latest(manager, directory, abstract_population, abstract_best, repai
                           f"{'moved it to ' + moved[-1] + ' and ' if repair else ''}"
                           "trying the previous one", VtuneWarning, stacklevel=3)
             continue
-        return out.get("population"), out.get("best"), search
+        return out.get("population"), out.get("best"), search, list(out.get("top") or [])
     if moved and not repair:
         raise RuntimeError(
             f"no readable checkpoint in {str(directory)!r}: it was written by vtune "

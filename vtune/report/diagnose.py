@@ -162,7 +162,8 @@ def diagnose(history: Iterable[dict], objective: str = "val_loss", mode: str = "
       objective, mode: how trials rank ("min" or "max"); orders the findings.
       thresholds: the rule constants (default :class:`Thresholds`).
       tuned: hyperparameter names to show with each finding (default: those
-        that vary across the history).
+        that vary across the history, :func:`vtune.report.schema.shown_hparams`;
+        :meth:`vtune.SearchResult.diagnose` passes the searched ones).
       best_trial_id: the trial to put first (default: the best by objective).
 
     Returns:
@@ -175,8 +176,7 @@ def diagnose(history: Iterable[dict], objective: str = "val_loss", mode: str = "
     ranked, best_trial_id = _ranked(trials, objective, mode, best_trial_id)
     if tuned is None:
         metrics = set(schema.infer_metrics(history, objective))
-        tuned = [k for k in schema.hparam_names(history, metrics)
-                 if len({schema.hashable(r.get(k)) for r in history}) > 1]
+        tuned = schema.shown_hparams(history, metrics)
     ctx = context(history, trials, thresholds or Thresholds(), objective, best_trial_id)
     findings = tuple(_diagnose_trial(trials[t], ctx, list(tuned)) for t in ranked)
     return Diagnosis(findings, objective, mode, best_trial_id,

@@ -147,7 +147,7 @@ def objective_vs_hparams(result):
     jittered strips for categorical ones, integer ticks for integer ones;
     diverged trials (no finite objective at ``L``) as crosses along the top.
     """
-    names = list(result.varied)[:_MAX_PANELS] or list(result.hparam_names)[:1]
+    names = list(result.varied)[:_MAX_PANELS] or list(result.shown_hparams)[:1]
     cols = max(1, min(4, math.ceil(math.sqrt(len(names)))))
     rows_n = max(1, math.ceil(len(names) / cols))
     fig = figure(4.6 * cols + 0.8, 3.7 * rows_n + 0.4)
@@ -200,6 +200,11 @@ def objective_vs_hparams(result):
         ax.grid(alpha=0.3)
     for ax in axes[len(names):]:
         ax.set_visible(False)
+    if not names:  # nothing searched and nothing varied: say so rather than plot a default
+        axes[0].set_visible(True)
+        axes[0].set_axis_off()
+        axes[0].text(0.5, 0.5, "no searched hyperparameter in this history", ha="center",
+                     va="center", transform=axes[0].transAxes)
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         axes[0].legend(handles, labels, fontsize=8, loc="best")

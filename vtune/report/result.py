@@ -34,9 +34,10 @@ from vtune.report import codec
 from vtune.report import diagnose as diagnose_lib
 from vtune.report import lineage as lineage_lib
 from vtune.report import optuna as optuna_lib
-from vtune.report.schema import (ORIGINS, STATUSES, best_row, by_trial, fmt, hashable,
-                                 infer_metrics, keys, origin, rank_key)
+from vtune.report.schema import (ORIGINS, STATUSES, best_row, by_trial, fmt,
+                                 infer_metrics, keys, origin, rank_key, varies)
 from vtune.report.schema import hparam_names as schema_hparam_names
+from vtune.report.schema import shown_hparams as schema_shown_hparams
 from vtune.space import Space
 from vtune.trial.optimizers import FAMILY
 
@@ -97,8 +98,15 @@ class SearchResult:
         reads it for a row. The history still records every value a trial
         holds; :meth:`table` and :meth:`summary` show inert ones as ``-`` or
         leave them out.
+      top_trials: the ``keep_top`` best trials of :func:`vtune.population_search`
+        as :class:`Trial` objects with their params, best first: each trial
+        once, at its best evaluation, ranked as :meth:`top` ranks them, so
+        ``top_trials[0]`` is ``best`` and ``top_trials[i].trial_id ==
+        top(k)[i]["trial_id"]``. :meth:`to_json` keeps them without params.
 
-    Example: see the module docstring.
+    Example: see the module docstring; with a search,
+    ``[t.trial_id for t in result.top_trials]`` are the kept trials and
+    ``result.top_trials[1].params`` the runner-up's parameters.
     """
 
     best: Trial | None
@@ -109,6 +117,7 @@ class SearchResult:
     space: Space | None = None
     metrics: tuple[str, ...] = ()
     inert: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    top_trials: tuple[Trial, ...] = ()
 
     def inert_for(self, row: dict[str, Any]) -> tuple[str, ...]:
         """The hyperparameters that do nothing for the trial of ``row`` (a history
@@ -143,12 +152,36 @@ class SearchResult:
         return tuple(schema_hparam_names(self.history, self.metric_names))
 
     @property
+    def shown_hparams(self) -> tuple[str, ...]:
+        """The hyperparameters every view shows: the searched ones (:attr:`tuned`)
+        in the history, in the space's order, then any other that took more than
+        one value (for results that do not record what was searched).
+
+        The one rule for :meth:`to_pandas`, :meth:`trials`, :meth:`top`,
+        :meth:`table`, :meth:`summary`, :meth:`diagnose` and the figures (which
+        plot against those of them that :attr:`varied`): defaults the task
+        never changed (``b2``, ``eps``, ``eps_root``, ...) are left out. The
+        record keeps everything: :meth:`rows`, :meth:`to_csv`, :meth:`to_json`,
+        ``to_pandas(all_hparams=True)`` and ``trials(all_hparams=True)``.
+
+        Example:
+            >>> rows = [{"generation": 0, "slot": i, "trial_id": i, "parent_id": -1,
+            ...          "step": 10, "status": "alive", "learning_rate": lr, "b2": 0.999,
+            ...          "val_loss": 1.0 - lr} for i, lr in enumerate((0.1, 0.2))]
+            >>> r = SearchResult(best=None, history=rows, objective="val_loss", mode="min",
+            ...                  tuned=("learning_rate",))
+            >>> r.hparam_names, r.shown_hparams
+            (('learning_rate', 'b2'), ('learning_rate',))
+            >>> list(r.to_pandas().columns)[-2:], "b2" in r.to_pandas(all_hparams=True)
+            (['learning_rate', 'val_loss'], True)
+        """
+        return tuple(schema_shown_hparams(self.history, self.metric_names, self.tuned))
+
+    @property
     def varied(self) -> tuple[str, ...]:
-        """Hyperparameters that took more than one value in the history, searched first."""
-        names = [n for n in self.tuned if n in self.hparam_names]
-        names += [n for n in self.hparam_names if n not in names]
-        return tuple(n for n in names
-                     if len({hashable(r.get(n)) for r in self.history}) > 1)
+        """The shown hyperparameters (:attr:`shown_hparams`) that took more than one
+        value in the history: what a figure can plot against."""
+        return tuple(n for n in self.shown_hparams if varies(self.history, n))
 
     def rows(self) -> list[dict[str, Any]]:
         """The history with the derived ``origin`` column (fresh | cloned) after ``status``."""
@@ -163,24 +196,28 @@ class SearchResult:
             out.append(row)
         return out
 
-    def trials(self, at: str = "best") -> list[dict[str, Any]]:
+    def trials(self, at: str = "best", *, all_hparams: bool = False) -> list[dict[str, Any]]:
         """One summary per trial, in order of trial id.
 
         Each has ``trial_id``, ``parent_id``, ``origin``, ``first_generation``,
         ``last_generation``, ``evaluations``, ``status`` (at its last
         evaluation), ``step`` and ``examples_seen`` (at its last evaluation),
         ``best_generation`` and ``best_step`` (the evaluation ``at`` picks, or
-        None when it has no finite objective), then its hyperparameters and its
-        metrics there (else at its last evaluation).
+        None when it has no finite objective), then its hyperparameters
+        (:attr:`shown_hparams`) and its metrics there (else at its last
+        evaluation).
 
         Args:
           at: which evaluation of a trial stands for it: ``"best"`` (its best
             objective: what the search optimised, and where ``best.params``
             come from) or ``"last"`` (where it ended: a trial whose one lucky
             evaluation was followed by worse ones ranks by the worse).
+          all_hparams: every hyperparameter, defaults the search never changed
+            included (:attr:`hparam_names`).
         """
         if at not in ("best", "last"):
             raise ValueError(f"at must be 'best' or 'last', got {at!r}")
+        names = self.hparam_names if all_hparams else self.shown_hparams
         out = []
         for tid, rows in by_trial(self.history).items():
             last = rows[-1]
@@ -194,17 +231,19 @@ class SearchResult:
                 summary["examples_seen"] = last["examples_seen"]
             summary["best_generation"] = None if top is None else top["generation"]
             summary["best_step"] = None if top is None else top["step"]
-            summary.update({k: shown[k] for k in self.hparam_names if k in shown})
+            summary.update({k: shown[k] for k in names if k in shown})
             summary.update({k: shown[k] for k in self.metric_names if k in shown})
             out.append(summary)
         return out
 
-    def top(self, k: int = 10, at: str = "best") -> list[dict[str, Any]]:
+    def top(self, k: int = 10, at: str = "best", *,
+            all_hparams: bool = False) -> list[dict[str, Any]]:
         """The ``k`` best trials, best first: ranked by the objective at their best
-        evaluation, or with ``at="last"`` at their last (see :meth:`trials`); ties
-        by the validation loss, then the earlier trial.
+        evaluation, or with ``at="last"`` at their last (see :meth:`trials`, also
+        for ``all_hparams``); ties by the validation loss, then the earlier trial.
 
-        Trials without a finite objective there are left out.
+        Trials without a finite objective there are left out. The params of
+        the first ``keep_top`` of them are :attr:`top_trials`.
 
         Example:
             >>> curves = {0: (0.1, 0.9), 1: (0.5, 0.4)}  # trial 0: one lucky evaluation
@@ -215,7 +254,8 @@ class SearchResult:
             >>> [t["trial_id"] for t in r.top(2)], [t["trial_id"] for t in r.top(2, at="last")]
             ([0, 1], [1, 0])
         """
-        ranked = [t for t in self.trials(at) if t["best_generation"] is not None]
+        ranked = [t for t in self.trials(at, all_hparams=all_hparams)
+                  if t["best_generation"] is not None]
         ranked.sort(key=lambda t: (*rank_key(t, self.objective, self.mode), t["trial_id"]))
         return ranked[:max(int(k), 0)]
 
@@ -223,22 +263,23 @@ class SearchResult:
         """The top-``k`` trials as an aligned text table.
 
         Columns: rank, trial, the objective, the generation and step where it
-        was reached, the trial's final status, its origin (and parent), every
-        hyperparameter that varied, and the other metrics.
+        was reached, the trial's final status, its origin (and parent), the
+        searched hyperparameters (:attr:`shown_hparams`; ``-`` where inert for
+        the trial's optimizer), and the other metrics.
         """
         top = self.top(k)
         if not top:
             return "no trial has a finite " + self.objective
         metrics = [m for m in self.metric_names if m != self.objective]
         head = ["rank", "trial", self.objective, "gen", "step", "status", "origin",
-                *self.varied, *metrics]
+                *self.shown_hparams, *metrics]
         body = []
         for i, t in enumerate(top, 1):
             origin = t["origin"] if t["parent_id"] < 0 else f"clone of {t['parent_id']}"
             body.append([str(i), str(t["trial_id"]), fmt(t[self.objective]),
                          str(t["best_generation"]), str(t["best_step"]), t["status"], origin,
                          *[fmt(None if n in self.inert_for(t) else t.get(n))
-                           for n in self.varied],
+                           for n in self.shown_hparams],
                          *[fmt(t.get(m)) for m in metrics]])
         widths = [max(len(r[j]) for r in [head] + body) for j in range(len(head))]
         line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths)).rstrip()
@@ -250,8 +291,9 @@ class SearchResult:
             return "no trial finished without diverging"
         b = self.best
         inert = self.inert_for(b.hparams)
-        hp = ", ".join(f"{k}={fmt(b.hparams[k])}" for k in (self.tuned or sorted(b.hparams))
-                       if k not in inert)
+        names = self.shown_hparams or self.tuned or sorted(b.hparams)  # no history: as recorded
+        hp = ", ".join(f"{k}={fmt(b.hparams[k])}" for k in names
+                       if k in b.hparams and k not in inert)
         m = ", ".join(f"{k}={fmt(v)}" for k, v in sorted(b.metrics.items()) if k != "diverged")
         return (f"best trial {b.trial_id} (generation {b.generation}, step {b.step}): "
                 f"{self.objective}={fmt(b.metrics[self.objective])}\n  hparams: {hp}\n"
@@ -259,12 +301,15 @@ class SearchResult:
 
     # --- exports ------------------------------------------------------------------
 
-    def to_pandas(self):
+    def to_pandas(self, *, all_hparams: bool = False):
         """The history (with ``origin``) as a ``pandas.DataFrame``; needs the ``plots`` extra.
 
-        Integer columns are int64, ``wall_time`` and metrics float64 (NaN where
-        a trial diverged), ``status`` and ``origin`` categoricals with the
-        categories of :data:`STATUSES` and :data:`ORIGINS`.
+        Columns: the bookkeeping ones, the searched hyperparameters
+        (:attr:`shown_hparams`) and the metrics; ``all_hparams=True`` keeps every
+        hyperparameter column, as :meth:`rows` and :meth:`to_csv` do. Integer
+        columns are int64, ``wall_time`` and metrics float64 (NaN where a trial
+        diverged), ``status`` and ``origin`` categoricals with the categories
+        of :data:`STATUSES` and :data:`ORIGINS`.
         """
         try:
             import pandas as pd
@@ -272,7 +317,8 @@ class SearchResult:
             raise ImportError("SearchResult.to_pandas needs pandas, from the 'plots' extra: "
                               "pip install 'vtune[plots]'") from e
         rows = self.rows()
-        columns = keys(rows)
+        hidden = () if all_hparams else set(self.hparam_names) - set(self.shown_hparams)
+        columns = [c for c in keys(rows) if c not in hidden]
         frame = pd.DataFrame(rows, columns=columns)
         for c in ("generation", "slot", "trial_id", "parent_id", "step", "examples_seen"):
             if c in frame:
@@ -303,18 +349,19 @@ class SearchResult:
         """The result as strict JSON (and written to ``path`` when given).
 
         Holds ``objective``, ``mode``, ``tuned``, ``space`` (or null),
-        ``best`` (without params) and ``history``. Non-finite floats are the
+        ``best`` and ``top_trials`` (without params) and ``history``. Non-finite floats are the
         strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (as in protobuf's
         JSON mapping), which :meth:`from_json` turns back into floats.
         """
-        best = None
-        if self.best is not None:
-            best = {k: getattr(self.best, k) for k in
+        def trial(t):
+            return {k: getattr(t, k) for k in
                     ("trial_id", "hparams", "metrics", "generation", "step")}
+
         doc = {"format": _JSON_FORMAT, "version": _JSON_VERSION, "objective": self.objective,
                "mode": self.mode, "tuned": list(self.tuned), "metrics": list(self.metric_names),
                "space": None if self.space is None else self.space.to_json(),
-               "best": best, "history": self.history}
+               "best": None if self.best is None else trial(self.best),
+               "top_trials": [trial(t) for t in self.top_trials], "history": self.history}
         if self.inert:
             doc["inert"] = {k: list(v) for k, v in self.inert.items()}
         text = codec.dumps(doc, indent=1)
@@ -324,7 +371,7 @@ class SearchResult:
 
     @classmethod
     def from_json(cls, source) -> "SearchResult":
-        """Reads :meth:`to_json` output: a path, or the JSON text itself (best without params)."""
+        """Reads :meth:`to_json` output: a path, or the JSON text itself (trials without params)."""
         text = str(source)
         if not text.lstrip().startswith("{"):
             text = pathlib.Path(source).read_text()
@@ -337,7 +384,8 @@ class SearchResult:
         return cls(best=best, history=doc["history"], objective=doc["objective"],
                    mode=doc["mode"], tuned=tuple(doc["tuned"]), space=space,
                    metrics=tuple(doc.get("metrics", ())),
-                   inert={k: tuple(v) for k, v in doc.get("inert", {}).items()})
+                   inert={k: tuple(v) for k, v in doc.get("inert", {}).items()},
+                   top_trials=tuple(Trial(**t) for t in doc.get("top_trials", ())))
 
     def to_optuna(self, storage=None, *, study_name: str | None = None,
                   overwrite: bool = False):
@@ -412,7 +460,7 @@ class SearchResult:
         the result is readable text. See :mod:`vtune.report.diagnose` for the rules.
         """
         return diagnose_lib.diagnose(self.history, self.objective, self.mode, thresholds,
-                                 tuned=self.varied,
+                                 tuned=self.shown_hparams,
                                  best_trial_id=None if self.best is None else self.best.trial_id)
 
     def lineage(self, trial_id: int | None = None) -> list[dict[str, Any]]:

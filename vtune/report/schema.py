@@ -68,6 +68,28 @@ def hparam_names(history: Sequence[dict], metrics: Sequence[str] | None = None) 
             and k != DIVERGED]
 
 
+def varies(history: Sequence[dict], name: str) -> bool:
+    """Whether column ``name`` takes more than one value in ``history`` (NaN is one value)."""
+    return len({hashable(r.get(name)) for r in history}) > 1
+
+
+def shown_hparams(history: Sequence[dict], metrics: Sequence[str] | None = None,
+                  tuned: Sequence[str] = ()) -> list[str]:
+    """The hyperparameters views show: the searched ones (``tuned``, in their
+    order) that the history holds, then every other that varies. Defaults a
+    search never changed (``b2``, ``eps``, ...) are left out.
+
+    Example:
+        >>> rows = [{"trial_id": i, "lr": lr, "b2": 0.999, "val_loss": 1.0}
+        ...         for i, lr in enumerate((0.1, 0.2))]
+        >>> shown_hparams(rows, ("val_loss",)), shown_hparams(rows, ("val_loss",), ("b2",))
+        (['lr'], ['b2', 'lr'])
+    """
+    present = hparam_names(history, metrics)
+    names = [n for n in tuned if n in present]
+    return names + [n for n in present if n not in names and varies(history, n)]
+
+
 def origin(row: dict) -> str:
     """``"cloned"`` for a row whose trial was cloned from a parent, else ``"fresh"``."""
     return "cloned" if int(row["parent_id"]) >= 0 else "fresh"

@@ -4,7 +4,8 @@ Each generation: train every slot for ``steps_per_generation`` steps and
 evaluate (one compiled program) -> fetch one float per metric per slot ->
 the strategy decides on the host -> apply its decisions on device (gather
 parents, initialise fresh slots) -> next generation. Params never leave the
-device except the best trial's, fetched when it improves.
+device except the kept trials' (the best and the ``keep_top`` best), taken
+when that set changes.
 """
 
 from __future__ import annotations
@@ -58,6 +59,18 @@ class _Host:
     best: dict | None
     elapsed: float
     examples: np.ndarray | None = None
+    top: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Kept:
+    """The params the driver keeps on device: the best trial's, and the ``keep_top``
+    best trials' in the order of ``_Host.top`` (the best's is the same array as
+    ``top[0]``, so k trials' params in all)."""
+
+    keep_top: int
+    best: Any = None
+    top: tuple = ()
 
 
 def population_search(
@@ -80,6 +93,7 @@ def population_search(
     bucketing: bool = False,
     verbose: bool = True,
     callbacks: Sequence[Callback] = (),
+    keep_top: int = 3,
 ) -> SearchResult:
     """Searches hyperparameters with a whole population trained as one program.
 
@@ -133,10 +147,17 @@ def population_search(
       callbacks: functions called on the host after every generation with a
         :class:`vtune.report.callbacks.Generation` (its new history rows and
         the best so far), e.g. :func:`vtune.report.callbacks.jsonl`.
+      keep_top: keep the params of this many best trials (ranked as
+        :meth:`SearchResult.top` ranks them, each at its best evaluation), as
+        :attr:`SearchResult.top_trials`; 0 keeps only the best's. Each costs one
+        trial's params of device memory, and they are taken from the
+        population only when the kept set changes. Checkpointed; it changes
+        nothing that is trained, so a search may resume with another value
+        (params the earlier run did not keep cannot come back).
 
     Returns:
-      A :class:`SearchResult` with the best trial (its params included) and
-      the history of every slot at every generation.
+      A :class:`SearchResult` with the best trial and the ``keep_top`` best
+      (their params included) and the history of every slot at every generation.
 
     Raises:
       ValueError, TypeError: bad arguments, named in the message, before
@@ -149,6 +170,8 @@ def population_search(
         ...     generations=2, steps_per_generation=20, verbose=False)
         >>> sorted(result.best.metrics)
         ['diverged', 'train_accuracy', 'train_loss', 'val_accuracy', 'val_loss']
+        >>> [t.trial_id for t in result.top_trials] == [t["trial_id"] for t in result.top(3)]
+        True
     """
     if not isinstance(task, Task):
         raise TypeError(f"task must be a vtune.Task, got {type(task).__name__}")
@@ -157,7 +180,8 @@ def population_search(
         steps_per_generation=steps_per_generation, objective=objective, mode=mode, seed=seed,
         strategy=strategy, checkpoint_dir=checkpoint_dir, overwrite=overwrite,
         checkpoint_every=checkpoint_every, max_to_keep=max_to_keep, devices=devices,
-        chunk_size=chunk_size, bucketing=bucketing, verbose=verbose, callbacks=callbacks)
+        chunk_size=chunk_size, bucketing=bucketing, verbose=verbose, callbacks=callbacks,
+        keep_top=keep_top)
     return run(task, spec)
 
 
@@ -185,8 +209,8 @@ def run(task: Task, spec: SearchSpec) -> SearchResult:
 
     data = sharding.place(task.host_data(), sharding.replicated(mesh))
     horizon = np.int32(spec.horizon)
-    host, pop, best_params = _start(program, table, strat, space, size, seed, ckpt,
-                                    task.batch_size)
+    host, pop, kept = _start(program, table, strat, space, size, seed, ckpt, task.batch_size,
+                             spec.keep_top)
     clock = time.perf_counter() - host.elapsed
     if ckpt is not None and host.generation:
         _say(spec, f"resuming {str(spec.checkpoint_dir)!r} from generation {host.generation} "
@@ -205,16 +229,15 @@ def run(task: Task, spec: SearchSpec) -> SearchResult:
             tick = time.perf_counter()
             pop, metrics = program.train(pop, data, np.uint32(seed), horizon)
             m = sharding.fetch(metrics)
-            host, best_params = _record(host, m, pop, program, table, objective, spec.mode, steps,
-                                        task.batch_size, time.perf_counter() - clock,
-                                        best_params)
+            host, kept = _record(host, m, pop, program, table, objective, spec.mode, steps,
+                                 task.batch_size, time.perf_counter() - clock, kept)
             if g < generations - 1:
                 host, pop = _advance(host, strat, program, pop, table, sign, objective, seed)
             host = dataclasses.replace(host, generation=g + 1,
                                        elapsed=time.perf_counter() - clock)
             last = g + 1 == generations
             if ckpt is not None and ((g + 1) % spec.checkpoint_every == 0 or last):
-                ckpt.save(g + 1, pop, best_params, vars(host))
+                ckpt.save(g + 1, pop, kept.best, vars(host), top=kept.top)
                 saved = g + 1
             rows = host.history[-size:]
             bar.set_postfix(best=None if host.best is None else
@@ -237,7 +260,7 @@ def run(task: Task, spec: SearchSpec) -> SearchResult:
     bar.close()
     if ckpt is not None:
         ckpt.close()
-    return _result(host, best_params, objective, spec.mode, space, metric_names, table.inert())
+    return _result(host, kept, objective, spec.mode, space, metric_names, table.inert())
 
 
 def _say(spec: SearchSpec, message: str) -> None:
@@ -254,8 +277,14 @@ def _notify(spec: SearchSpec, host: _Host, generation: int, rows: list, metrics)
         callback(report)
 
 
-def _start(program, table, strat, space, size, seed, ckpt, batch_size):
-    """The first generation's host state and population, or the checkpointed ones."""
+def _start(program, table, strat, space, size, seed, ckpt, batch_size, keep_top):
+    """The first generation's host state, population and kept params, or the checkpointed ones.
+
+    A checkpoint written before vtune kept the top trials (or with
+    ``keep_top=0``) has only the best's params: the kept set starts from the
+    best alone. One that kept more than
+    ``keep_top`` keeps its first ``keep_top``.
+    """
     sstate, configs = strat.ask(strat.init(seed, space, size))
     trial_id = np.arange(size, dtype=np.int32)
     split = sharding.population(program.mesh)
@@ -270,19 +299,32 @@ def _start(program, table, strat, space, size, seed, ckpt, batch_size):
         restored = ckpt.restore(abstract(shapes, split),
                                 abstract(best_shapes, sharding.replicated(program.mesh)))
         if restored is not None:
-            pop, best_params, saved = restored
+            pop, best_params, saved, top_params = restored
             fields = {f.name: getattr(host, f.name) for f in dataclasses.fields(host)}
             host = dataclasses.replace(host, **{k: decode(v, fields[k]) for k, v in saved.items()})
             if "examples" not in saved:  # written before examples were counted per trial
                 host = dataclasses.replace(host, examples=np.asarray(host.step) * batch_size)
-            return host, pop, best_params
-    return host, program.init(np.uint32(seed), *sharding.place((trial_id, encoded), split)), None
+            top = list(host.top)
+            if not top and host.best is not None:  # written before top-k, or with keep_top=0
+                top, top_params = [host.best], [best_params]
+            top, top_params = top[:keep_top], tuple(top_params[:keep_top])
+            if top_params:  # one array for the best, as _record keeps it
+                best_params = top_params[0]
+            host = dataclasses.replace(host, top=top)
+            return host, pop, _Kept(keep_top, best_params, top_params)
+    return (host, program.init(np.uint32(seed), *sharding.place((trial_id, encoded), split)),
+            _Kept(keep_top))
 
 
 def _record(host: _Host, m, pop, program, table, objective, mode, steps, batch_size, wall,
-            best_params):
-    """Appends this generation's rows to the history and updates the best trial."""
-    sign = mode_sign(mode)
+            kept: _Kept):
+    """Appends this generation's rows to the history and updates the kept trials.
+
+    The best and the ``keep_top`` best are one ranking (the schema's
+    :func:`rank_key`; ties go to the earlier evaluation, then the lower slot),
+    each trial at most once, at its best evaluation so far. A slot's params are
+    taken from the population only when it enters that set.
+    """
     g, size = host.generation, len(host.trial_id)
     step = host.step + steps
     values = table.complete(host.configs, size)
@@ -297,23 +339,40 @@ def _record(host: _Host, m, pop, program, table, objective, mode, steps, batch_s
              **{k: _py(v[i]) for k, v in values.items()},
              **{k: _py(v[i]) for k, v in m.items() if k != "diverged"}}
             for i in range(size)]
-    best = host.best
-    scores = np.where(diverged, np.nan, sign * np.asarray(m[objective], np.float64))
-    if not np.all(np.isnan(scores)):
-        # The schema's ranking: the objective, ties broken by the validation loss.
-        i = min(np.flatnonzero(~np.isnan(scores)),
-                key=lambda j: rank_key(rows[j], objective, mode))
-        if best is None or rank_key(rows[i], objective, mode) < rank_key(
-                {objective: best["metrics"][objective], **best["metrics"]}, objective, mode):
-            encoded = table.encode(values)
-            best = {"trial_id": int(host.trial_id[i]),
-                    "hparams": {k: _py(v[i]) for k, v in values.items()},
-                    "metrics": {k: _py(v[i]) for k, v in m.items()},
-                    "generation": g, "step": int(step[i]),
-                    "encoded_hparams": {k: v[i] for k, v in encoded.items()}}
-            best_params = program.take(pop.params, np.int32(i))
-    return dataclasses.replace(host, step=step, examples=examples, history=host.history + rows,
-                               best=best), best_params
+    # The kept entries come first: all are earlier, so a stable sort gives them the ties.
+    held = host.top if kept.keep_top else [host.best] * (host.best is not None)
+    held_params = kept.top if kept.keep_top else (kept.best,) * (host.best is not None)
+    pool = [(rank_key(e["metrics"], objective, mode), e["trial_id"], j)
+            for j, e in enumerate(held)]
+    pool += [(rank_key(rows[i], objective, mode), int(host.trial_id[i]), -1 - i)
+             for i in range(size) if not diverged[i] and np.isfinite(m[objective][i])]
+    pool.sort(key=lambda c: c[0])
+    chosen, seen = [], set()
+    for _, tid, src in pool:
+        if tid not in seen and len(chosen) < max(kept.keep_top, 1):
+            seen.add(tid)
+            chosen.append(src)
+    if chosen != list(range(len(held))):  # the kept set changed: take the newcomers' params
+        encoded = table.encode(values)
+        entries, params = [], []
+        for src in chosen:
+            if src >= 0:
+                entries.append(held[src])
+                params.append(held_params[src])
+                continue
+            i = -1 - src
+            entries.append({"trial_id": int(host.trial_id[i]),
+                            "hparams": {k: _py(v[i]) for k, v in values.items()},
+                            "metrics": {k: _py(v[i]) for k, v in m.items()},
+                            "generation": g, "step": int(step[i]),
+                            "encoded_hparams": {k: v[i] for k, v in encoded.items()}})
+            params.append(program.take(pop.params, np.int32(i)))
+        kept = dataclasses.replace(kept, best=params[0],
+                                   top=tuple(params) if kept.keep_top else ())
+        host = dataclasses.replace(host, best=entries[0],
+                                   top=entries if kept.keep_top else [])
+    return dataclasses.replace(host, step=step, examples=examples,
+                               history=host.history + rows), kept
 
 
 def _advance(host: _Host, strat, program, pop, table, sign, objective, seed):
@@ -343,12 +402,16 @@ def _advance(host: _Host, strat, program, pop, table, sign, objective, seed):
     ), pop
 
 
-def _result(host: _Host, best_params, objective, mode, space, metrics,
+def _result(host: _Host, kept: _Kept, objective, mode, space, metrics,
             inert=None) -> SearchResult:
+    best_params, top_params = sharding.fetch((kept.best, list(kept.top)))
     best = None
     if host.best is not None:
-        best = Trial(params=None if best_params is None else sharding.fetch(best_params),
-                     **host.best)
+        best = Trial(params=best_params, **host.best)
+    top = tuple(Trial(params=p, **e) for e, p in zip(host.top, top_params))
+    if best is not None and top and (top[0].trial_id, top[0].generation) == (
+            best.trial_id, best.generation):
+        best = top[0]  # one object, so best.params is top_trials[0].params
     return SearchResult(best=best, history=host.history, objective=objective, mode=mode,
                         tuned=space.names, space=space, metrics=tuple(metrics),
-                        inert=dict(inert or {}))
+                        inert=dict(inert or {}), top_trials=top)

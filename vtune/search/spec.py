@@ -27,7 +27,7 @@ import numpy as np
 
 from vtune import strategies as strategies_lib
 from vtune.checkpoint import FORMAT
-from vtune.checks import positive_int, real_bool
+from vtune.checks import integer, positive_int, real_bool
 from vtune.program.build import Traced
 from vtune.report import codec, schema
 from vtune.space import Space
@@ -38,7 +38,7 @@ from vtune.version import __version__
 #: The fields of a search a config file may set (the CLI maps its keys onto them).
 CONFIG_FIELDS = ("population_size", "generations", "steps_per_generation", "objective", "mode",
                  "seed", "strategy", "checkpoint_dir", "overwrite", "checkpoint_every",
-                 "max_to_keep", "chunk_size", "bucketing")
+                 "max_to_keep", "chunk_size", "bucketing", "keep_top")
 
 
 def _seed(value) -> int:
@@ -128,13 +128,20 @@ class SearchSpec:
     bucketing: bool = False
     verbose: bool = True
     callbacks: tuple = ()
+    keep_top: int = 3
 
     @classmethod
     def create(cls, space, *, population_size=32, generations=10, steps_per_generation=100,
                objective="val_loss", mode=None, seed=0, strategy=None, checkpoint_dir=None,
                overwrite=False, checkpoint_every=1, max_to_keep=3, devices=None,
-               chunk_size=None, bucketing=False, verbose=True, callbacks=()) -> "SearchSpec":
-        """Validates every keyword; raises ValueError/TypeError naming the bad one."""
+               chunk_size=None, bucketing=False, verbose=True, callbacks=(),
+               keep_top=3) -> "SearchSpec":
+        """Validates every keyword; raises ValueError/TypeError naming the bad one.
+
+        ``keep_top`` (how many trials' params the search keeps) changes nothing
+        that is trained, so it is no part of :meth:`identity`: a search may be
+        resumed with another value.
+        """
         steps = positive_int("steps_per_generation", steps_per_generation)
         gens = positive_int("generations", generations)
         if gens * steps >= 2 ** 31:
@@ -161,7 +168,7 @@ class SearchSpec:
                    devices=_devices(devices), chunk_size=chunk_size,
                    bucketing=real_bool("bucketing", bucketing),
                    verbose=bool(verbose),
-                   callbacks=tuple(callbacks))
+                   callbacks=tuple(callbacks), keep_top=integer("keep_top", keep_top, 0))
 
     @property
     def horizon(self) -> int:
