@@ -80,3 +80,40 @@ def test_bundled_sets_pass_every_check():
     for data in (vtune.datasets.digits(), vtune.datasets.synthetic(num_examples=40)):
         assert data.has_class_labels
         data.check_labels(num_outputs=data.num_classes)
+
+
+def test_friedman1_targets_are_the_textbook_formula():
+    """Without noise, the targets are Friedman's function of the uniform inputs drawn here."""
+    data = vtune.datasets.friedman1(num_examples=300, num_features=7, noise=0.0, seed=4)
+    x = np.random.default_rng(4).uniform(size=(300, 7))
+    y = (10 * np.sin(np.pi * x[:, 0] * x[:, 1]) + 20 * (x[:, 2] - 0.5) ** 2 + 10 * x[:, 3]
+         + 5 * x[:, 4])
+    got = np.sort(np.concatenate([data.y_train, data.y_val]))
+    np.testing.assert_allclose(got, np.sort(y), rtol=1e-6)
+    assert data.x_train.shape == (225, 7) and data.y_train.dtype == np.float32
+    assert abs(data.x_train.mean()) < 1e-5  # standardized with the training statistics
+
+
+def test_teacher_student_targets_are_the_teachers_outputs():
+    data = vtune.datasets.teacher_student(num_examples=200, num_features=5, hidden=3,
+                                          noise=0.0, seed=2)
+    rng = np.random.default_rng(2)
+    w = rng.normal(scale=2.0 / np.sqrt(5), size=(3, 5))
+    v = rng.normal(scale=1.0 / np.sqrt(3), size=3)
+    x = rng.normal(size=(200, 5))
+    got = np.sort(np.concatenate([data.y_train, data.y_val]))
+    np.testing.assert_allclose(got, np.sort(np.tanh(x @ w.T) @ v), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make, kw", [
+    (vtune.datasets.friedman1, {"num_features": 4}),
+    (vtune.datasets.teacher_student, {"hidden": 0}),
+])
+def test_synthetic_regressions_refuse_impossible_sizes(make, kw):
+    with pytest.raises(ValueError, match=make.__name__):
+        make(**kw)
+
+
+def test_mlp_regressor_refuses_class_labels():
+    with pytest.raises(ValueError, match="targets must be floats"):
+        vtune.tasks.mlp_regressor(vtune.datasets.synthetic(num_examples=40))

@@ -175,3 +175,55 @@ def synthetic(num_examples: int = 512, num_features: int = 16, num_classes: int 
     x = centres[y] + noise * rng.normal(size=(num_examples, num_features))
     return _split(x, y, val_fraction, seed,
                   name=f"synthetic({num_examples},{num_features},{num_classes},{noise},{seed})")
+
+
+def friedman1(num_examples: int = 1000, num_features: int = 10, noise: float = 1.0,
+              val_fraction: float = 0.25, seed: int = 0) -> Dataset:
+    """Friedman's first regression problem (Friedman 1991; scikit-learn's ``make_friedman1``).
+
+    Inputs are uniform on ``[0, 1]^num_features``; the target
+    ``10 sin(pi x0 x1) + 20 (x2 - 0.5)^2 + 10 x3 + 5 x4 + noise * N(0, 1)``
+    depends on the first five only. Inputs are standardized with the training
+    statistics, targets are left as the formula gives them (float32).
+
+    Example:
+        >>> data = vtune.datasets.friedman1(num_examples=100)
+        >>> data.x_train.shape, data.y_train.shape, data.y_train.dtype
+        ((75, 10), (75,), dtype('float32'))
+    """
+    if num_examples < 2 or num_features < 5:
+        raise ValueError(f"friedman1: need num_examples >= 2 and num_features >= 5, got "
+                         f"{num_examples}, {num_features}")
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(size=(num_examples, num_features))
+    y = (10 * np.sin(np.pi * x[:, 0] * x[:, 1]) + 20 * (x[:, 2] - 0.5) ** 2 + 10 * x[:, 3]
+         + 5 * x[:, 4] + noise * rng.normal(size=num_examples)).astype(np.float32)
+    return _split(x, y, val_fraction, seed,
+                  name=f"friedman1({num_examples},{num_features},{noise},{seed})")
+
+
+def teacher_student(num_examples: int = 1000, num_features: int = 16, hidden: int = 32,
+                    noise: float = 0.1, val_fraction: float = 0.25, seed: int = 0) -> Dataset:
+    """Regression targets of a random teacher network: ``y = v . tanh(W x) + noise``.
+
+    ``x ~ N(0, I)``, ``W`` is ``hidden x num_features`` with entries
+    ``N(0, 4 / num_features)`` (so the teacher's units saturate: a sharp,
+    nonlinear target), ``v ~ N(0, 1 / hidden)``. A student network must fit a
+    function of its own kind from few examples, where the learning rate that
+    works is a narrow band (see ``benchmarks/search_quality.py``).
+
+    Example:
+        >>> data = vtune.datasets.teacher_student(num_examples=100)
+        >>> data.x_train.shape, data.y_train.shape
+        ((75, 16), (75,))
+    """
+    if num_examples < 2 or num_features < 1 or hidden < 1:
+        raise ValueError(f"teacher_student: need num_examples >= 2, num_features >= 1 and "
+                         f"hidden >= 1, got {num_examples}, {num_features}, {hidden}")
+    rng = np.random.default_rng(seed)
+    w = rng.normal(scale=2.0 / np.sqrt(num_features), size=(hidden, num_features))
+    v = rng.normal(scale=1.0 / np.sqrt(hidden), size=hidden)
+    x = rng.normal(size=(num_examples, num_features))
+    y = (np.tanh(x @ w.T) @ v + noise * rng.normal(size=num_examples)).astype(np.float32)
+    return _split(x, y, val_fraction, seed,
+                  name=f"teacher_student({num_examples},{num_features},{hidden},{noise},{seed})")

@@ -6,6 +6,7 @@ from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -65,7 +66,7 @@ class MLP(nnx.Module):
     """
 
     def __init__(self, hp, rngs, *, sizes: Sequence[int], activation: str | None,
-                 dropout: bool, dtype):
+                 dropout: bool, dtype, squeeze: bool = False):
         hidden = tuple(sizes[1:-1])
         defaults = structure_names(hidden)
         widths = [n for n in defaults if n != "depth"]
@@ -78,9 +79,11 @@ class MLP(nnx.Module):
             defaults={n: defaults[n] for n in widths}, init=hp["init"],
             init_scale=hp["init_scale"], activation=act,
             dropout=hp["dropout"] if dropout else None, param_dtype=dtype, rngs=rngs)
+        self.squeeze = squeeze
 
     def __call__(self, x):
-        return self.mlp(x.reshape(x.shape[0], -1))
+        out = self.mlp(x.reshape(x.shape[0], -1))
+        return out[:, 0] if self.squeeze else out
 
 
 def mlp_classifier(data: datasets.Dataset | None = None, *,
@@ -121,27 +124,72 @@ def mlp_classifier(data: datasets.Dataset | None = None, *,
         {'width': 64, 'depth': 1}
     """
     data = datasets.digits() if data is None else data
+    return _mlp("mlp_classifier", data, hidden_sizes, activation, dropout, batch_size,
+                optimizer, dtype, classification=True)
+
+
+def mlp_regressor(data: datasets.Dataset, *, hidden_sizes: Sequence[int] = (128, 128),
+                  activation: str | None = "relu", dropout: bool = True,
+                  batch_size: int = 128,
+                  optimizer: Callable | Mapping[str, Callable] = optax.adamw,
+                  dtype=None) -> Task:
+    """A regression MLP on ``data``: one output per example, mean squared error.
+
+    The same network as :func:`mlp_classifier` (and the same hyperparameters,
+    structure included) with a single linear output; its loss is the mean
+    squared error and it reports ``val_mae`` and ``val_r2`` beside
+    ``val_loss`` (see :func:`vtune.from_nnx` with ``classification=False``).
+
+    Args:
+      data: a :class:`vtune.datasets.Dataset` whose targets are floats of
+        shape ``[n]``, such as :func:`vtune.datasets.friedman1`.
+      hidden_sizes, activation, dropout, batch_size, optimizer, dtype: as in
+        :func:`mlp_classifier`.
+
+    Example:
+        >>> task = vtune.tasks.mlp_regressor(vtune.datasets.friedman1(), hidden_sizes=(32,))
+        >>> task.name
+        'mlp_regressor(10-32-1,relu,dropout=True)'
+    """
+    if isinstance(data, datasets.Dataset) and (
+            data.y_train.ndim != 1 or not np.issubdtype(data.y_train.dtype, np.floating)):
+        raise ValueError(f"mlp_regressor: targets must be floats of shape [n], got "
+                         f"{data.y_train.dtype} {data.y_train.shape}")
+    return _mlp("mlp_regressor", data, hidden_sizes, activation, dropout, batch_size,
+                optimizer, dtype, classification=False)
+
+
+def mean_squared_error(pred, targets):
+    """Mean of the squared differences (the regression loss)."""
+    return jnp.mean(jnp.square(pred - targets))
+
+
+def _mlp(kind, data, hidden_sizes, activation, dropout, batch_size, optimizer, dtype, *,
+         classification):
     if not isinstance(data, datasets.Dataset):
-        raise TypeError(f"mlp_classifier: data must be a vtune.datasets.Dataset, got "
+        raise TypeError(f"{kind}: data must be a vtune.datasets.Dataset, got "
                         f"{type(data).__name__}")
-    data.check_labels()
+    if classification:
+        data.check_labels()
     if isinstance(hidden_sizes, (int, str)) or not isinstance(hidden_sizes, Sequence):
-        raise TypeError(f"mlp_classifier: hidden_sizes must be a sequence of ints such as "
+        raise TypeError(f"{kind}: hidden_sizes must be a sequence of ints such as "
                         f"(128, 128), got {hidden_sizes!r}")
     if activation is not None and not callable(getattr(jax.nn, str(activation), None)):
-        raise ValueError(f"mlp_classifier: unknown activation {activation!r}; use a jax.nn "
+        raise ValueError(f"{kind}: unknown activation {activation!r}; use a jax.nn "
                          f"function name such as 'relu' or 'tanh', or None to tune it")
     if not hidden_sizes or any(not isinstance(h, int) or h < 1 for h in hidden_sizes):
-        raise ValueError(f"mlp_classifier: hidden_sizes must be positive ints, got {hidden_sizes!r}")
+        raise ValueError(f"{kind}: hidden_sizes must be positive ints, got {hidden_sizes!r}")
     n_in = 1
     for d in data.x_train.shape[1:]:
         n_in *= d
-    sizes = (n_in, *hidden_sizes, data.num_classes)
+    sizes = (n_in, *hidden_sizes, data.num_classes if classification else 1)
     dtype = dtype or float_dtype()
 
     def model(hp, rngs):
-        return MLP(hp, rngs, sizes=sizes, activation=activation, dropout=dropout, dtype=dtype)
+        return MLP(hp, rngs, sizes=sizes, activation=activation, dropout=dropout, dtype=dtype,
+                   squeeze=not classification)
 
-    name = f"mlp_classifier({'-'.join(map(str, sizes))},{activation},dropout={dropout})"
+    name = f"{kind}({'-'.join(map(str, sizes))},{activation},dropout={dropout})"
+    extra = {} if classification else {"loss": mean_squared_error, "classification": False}
     return from_nnx(model, data, batch_size=batch_size, optimizer=optimizer, name=name,
-                    defaults=structure_names(tuple(hidden_sizes)))
+                    defaults=structure_names(tuple(hidden_sizes)), **extra)
