@@ -1,6 +1,7 @@
 """Checkpoint and resume: a killed search finishes as if nothing happened."""
 
 import json
+import math
 import os
 import pathlib
 import random
@@ -67,6 +68,25 @@ def finished(tiny_task, tmp_path_factory):
 def test_checkpointed_search_equals_uninterrupted(reference, finished):
     assert outcome(finished[1]) == outcome(reference)
     assert len(reference.top_trials) == 3  # keep_top's default: every comparison covers them
+
+
+def test_a_search_stopped_by_its_timeout_is_checkpointed_and_resumes(reference, tiny_task,
+                                                                     tmp_path, capsys):
+    # Any positive timeout has passed once a generation has trained: it stops after one.
+    stopped = vtune.population_search(tiny_task, SPACE, checkpoint_dir=tmp_path, timeout=1e-9,
+                                      **ARGS)
+    assert {row["generation"] for row in stopped.history} == {0}
+    assert "stopped at the timeout" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["1"]
+    resumed = vtune.population_search(tiny_task, SPACE, verbose=False, checkpoint_dir=tmp_path,
+                                      timeout=3600, **ARGS)
+    assert outcome(resumed) == outcome(reference)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, math.inf, math.nan, True, "10"])
+def test_a_timeout_that_is_not_a_positive_number_is_refused(tiny_task, bad):
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        vtune.population_search(tiny_task, SPACE, verbose=False, timeout=bad, **ARGS)
 
 
 def test_killed_search_resumes_to_the_identical_result(reference, tmp_path):

@@ -94,6 +94,7 @@ def population_search(
     verbose: bool = True,
     callbacks: Sequence[Callback] = (),
     keep_top: int = 3,
+    timeout: float | None = None,
 ) -> SearchResult:
     """Searches hyperparameters with a whole population trained as one program.
 
@@ -154,6 +155,12 @@ def population_search(
         population only when the kept set changes. Checkpointed; it changes
         nothing that is trained, so a search may resume with another value
         (params the earlier run did not keep cannot come back).
+      timeout: stop after the first generation that ends this many seconds
+        after the call began (compilation included), as Optuna's
+        ``study.optimize(timeout=...)`` does; ``generations`` is then the most
+        it trains, and what it plans for (schedules span ``generations x
+        steps_per_generation``). The stopped search is checkpointed, and the
+        same call resumes it. Default: no limit.
 
     Returns:
       A :class:`SearchResult` with the best trial and the ``keep_top`` best
@@ -181,12 +188,13 @@ def population_search(
         strategy=strategy, checkpoint_dir=checkpoint_dir, overwrite=overwrite,
         checkpoint_every=checkpoint_every, max_to_keep=max_to_keep, devices=devices,
         chunk_size=chunk_size, bucketing=bucketing, verbose=verbose, callbacks=callbacks,
-        keep_top=keep_top)
+        keep_top=keep_top, timeout=timeout)
     return run(task, spec)
 
 
 def run(task: Task, spec: SearchSpec) -> SearchResult:
     """Runs the search ``spec`` describes on ``task`` (see :func:`population_search`)."""
+    called = time.perf_counter()
     space, size, generations = spec.space, spec.population_size, spec.generations
     steps, seed, strat, objective = spec.steps_per_generation, spec.seed, spec.strategy, \
         spec.objective
@@ -235,7 +243,8 @@ def run(task: Task, spec: SearchSpec) -> SearchResult:
                 host, pop = _advance(host, strat, program, pop, table, sign, objective, seed)
             host = dataclasses.replace(host, generation=g + 1,
                                        elapsed=time.perf_counter() - clock)
-            last = g + 1 == generations
+            out_of_time = spec.timeout is not None and time.perf_counter() - called >= spec.timeout
+            last = g + 1 == generations or out_of_time
             if ckpt is not None and ((g + 1) % spec.checkpoint_every == 0 or last):
                 ckpt.save(g + 1, pop, kept.best, vars(host), top=kept.top)
                 saved = g + 1
@@ -249,6 +258,11 @@ def run(task: Task, spec: SearchSpec) -> SearchResult:
             bar.update()
             if spec.callbacks:
                 _notify(spec, host, g + 1, rows, metric_names)
+            if out_of_time and not g + 1 == generations:
+                _say(spec, f"stopped at the timeout ({spec.timeout:g} s) after generation "
+                           f"{g + 1} of {generations}"
+                           + (": run the same call again to go on" if ckpt is not None else ""))
+                break
     except KeyboardInterrupt:
         bar.close()
         if ckpt is None:

@@ -38,7 +38,7 @@ from vtune.version import __version__
 #: The fields of a search a config file may set (the CLI maps its keys onto them).
 CONFIG_FIELDS = ("population_size", "generations", "steps_per_generation", "objective", "mode",
                  "seed", "strategy", "checkpoint_dir", "overwrite", "checkpoint_every",
-                 "max_to_keep", "chunk_size", "bucketing", "keep_top")
+                 "max_to_keep", "chunk_size", "bucketing", "keep_top", "timeout")
 
 
 def _seed(value) -> int:
@@ -129,18 +129,19 @@ class SearchSpec:
     verbose: bool = True
     callbacks: tuple = ()
     keep_top: int = 3
+    timeout: float | None = None
 
     @classmethod
     def create(cls, space, *, population_size=32, generations=10, steps_per_generation=100,
                objective="val_loss", mode=None, seed=0, strategy=None, checkpoint_dir=None,
                overwrite=False, checkpoint_every=1, max_to_keep=3, devices=None,
                chunk_size=None, bucketing=False, verbose=True, callbacks=(),
-               keep_top=3) -> "SearchSpec":
+               keep_top=3, timeout=None) -> "SearchSpec":
         """Validates every keyword; raises ValueError/TypeError naming the bad one.
 
-        ``keep_top`` (how many trials' params the search keeps) changes nothing
-        that is trained, so it is no part of :meth:`identity`: a search may be
-        resumed with another value.
+        ``keep_top`` (how many trials' params the search keeps) and ``timeout``
+        (when this call stops) change nothing that is trained, so they are no
+        part of :meth:`identity`: a search may be resumed with other values.
         """
         steps = positive_int("steps_per_generation", steps_per_generation)
         gens = positive_int("generations", generations)
@@ -153,6 +154,11 @@ class SearchSpec:
             chunk_size = positive_int("chunk_size", chunk_size)
         if not isinstance(verbose, (bool, np.bool_)):
             raise TypeError(f"verbose must be True or False, got {verbose!r}")
+        if timeout is not None and (isinstance(timeout, (bool, np.bool_)) or not isinstance(
+                timeout, (int, float, np.integer, np.floating)) or not timeout > 0
+                or not np.isfinite(timeout)):
+            raise ValueError(f"timeout must be a positive number of seconds or None, got "
+                             f"{timeout!r}")
         if callable(callbacks) or not all(callable(c) for c in callbacks):
             raise TypeError(f"callbacks must be a list of functions callback(generation), got "
                             f"{callbacks!r}")
@@ -168,7 +174,8 @@ class SearchSpec:
                    devices=_devices(devices), chunk_size=chunk_size,
                    bucketing=real_bool("bucketing", bucketing),
                    verbose=bool(verbose),
-                   callbacks=tuple(callbacks), keep_top=integer("keep_top", keep_top, 0))
+                   callbacks=tuple(callbacks), keep_top=integer("keep_top", keep_top, 0),
+                   timeout=None if timeout is None else float(timeout))
 
     @property
     def horizon(self) -> int:
