@@ -198,6 +198,16 @@ def test_presets_and_task_args(tmp_path):
     assert config["out_dir"] == tmp_path / "c-results"
 
 
+def test_a_config_sets_the_timeout_and_a_bad_one_is_refused(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('task = "synthetic_mlp"\ntimeout = 90\n[space]\n'
+                    'learning_rate = {loguniform = [1e-3, 1e-1]}\n')
+    config = vtune.cli.load_config(path)
+    assert vtune.search.SearchSpec.create(config["space"], **config["search"]).timeout == 90.0
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        vtune.search.SearchSpec.create(config["space"], timeout="90")
+
+
 def test_plain_vtune_runs_the_default_search_on_one_cpu_device_per_core(tmp_path):
     """The default search (its structure and batch size included) in a fresh process,
     which may still split the CPU; one compile of the default program, so one test."""

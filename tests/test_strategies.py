@@ -226,6 +226,45 @@ def test_tpe_prefers_the_good_category_and_region():
     assert not tpe.ready(np.array([0.1] * 5 + [np.nan] * 10), 2)
 
 
+def test_tpe_ranks_by_fidelity_first_and_keeps_at_most_max_good():
+    from vtune.strategies import tpe
+
+    rng = np.random.default_rng(1)
+    # Region 0.2: short-trained trials with low scores; region 0.8: trials that trained
+    # further (level 1) with higher ones. Fidelity ranks first, as Optuna ranks pruned trials.
+    x = np.concatenate([0.2 + 0.02 * rng.standard_normal(40), 0.8 + 0.02 * rng.standard_normal(10)])
+    scores = np.concatenate([np.full(40, 0.1), np.full(10, 0.5)])
+    levels = np.concatenate([np.zeros(40, int), np.ones(10, int)])
+    u = tpe.propose(x[:, None], scores, 20, rng, np.array([0]), levels=levels)
+    assert np.all(np.abs(u[:, 0] - 0.8) < 0.15)
+    flat = tpe.propose(x[:, None], scores, 20, rng, np.array([0]))  # one fidelity
+    assert np.all(np.abs(flat[:, 0] - 0.2) < 0.15)
+    # The good set: 10% of the observations, at most max_good. With one good point only,
+    # every candidate is drawn around the single best observation.
+    best_one = tpe.propose(np.linspace(0, 1, 50)[:, None], np.linspace(0, 1, 50), 10, rng,
+                           np.array([0]), max_good=1)
+    assert np.all(best_one[:, 0] < 0.15)
+
+
+def test_bohb_observations_move_to_the_furthest_rung_each_trial_reached():
+    s = vtune.strategies.bohb(eta=2, refine=0.0)
+    state, configs = s.ask(s.init(0, SPACE, 4))
+    scores = np.array([0.4, 0.1, 0.3, 0.2])
+    state, dec = s.tell(state, scores, configs)  # rung 0 (age 1): slots 1 and 3 continue
+    assert state.observed_levels[:4].tolist() == [0, 0, 0, 0]
+    np.testing.assert_array_equal(state.observed_scores[:4], scores)
+    first_ids = state.observed_ids[:4].copy()
+    state, dec = s.tell(state, np.array([0.9, 0.05, 0.8, 0.15]), dec.configs)
+    # Slots 1 and 3 reached rung 1 (age 2): their own entries moved up, with the new scores;
+    # slots 0 and 2 hold new trials, which add entries of their own at their first rung.
+    assert state.observed_levels[:4].tolist() == [0, 1, 0, 1]
+    np.testing.assert_array_equal(state.observed_scores[:4], [0.4, 0.05, 0.3, 0.15])
+    np.testing.assert_array_equal(state.observed_ids[:4], first_ids)
+    assert state.observed_levels[4:6].tolist() == [0, 0]
+    np.testing.assert_array_equal(state.observed_scores[4:6], [0.9, 0.8])
+    assert len(set(state.observed_ids[:6].tolist())) == 6
+
+
 def test_bohb_refills_from_the_model_once_it_has_observations():
     a, b = vtune.strategies.bohb(refine=0.0), vtune.strategies.successive_halving(refine=0.0)
     decs = []
@@ -239,3 +278,38 @@ def test_bohb_refills_from_the_model_once_it_has_observations():
     # The model's proposals sit closer to the optimum (1e-2) than the Sobol points.
     dist = [np.median(np.abs(np.log10(d.configs["learning_rate"][fresh]) + 2)) for d in decs]
     assert dist[0] < dist[1]
+
+
+def test_optuna_samplers_propose_refills_near_the_good_region():
+    pytest.importorskip("optuna")
+    from vtune.strategies import optuna_model
+
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 2))
+    x[:, 1] = (np.floor(x[:, 1] * 3) + 0.5) / 3  # a 3-option choice
+    scores = (x[:, 0] - 0.7) ** 2 + (x[:, 1] > 0.2) * 0.5  # option 0 good
+    u = optuna_model.propose(x, scores, 16, rng, np.array([0, 3]))
+    assert set(np.round(u[:, 1] * 6).astype(int)) <= {1, 3, 5}  # category centres
+    assert np.mean(u[:, 1] < 1 / 3) > 0.6 and abs(np.median(u[:, 0]) - 0.7) < 0.2
+    with pytest.raises(ValueError, match="unknown Optuna sampler"):
+        optuna_model.propose(x, scores, 1, rng, np.array([0, 3]), sampler="anneal")
+    # Through the strategy: refills come from it once there are observations.
+    a = vtune.strategies.bohb(model="optuna_tpe", refine=0.0)
+    state, configs = a.ask(a.init(0, SPACE, 16))
+    state, dec = a.tell(state, np.abs(np.log10(configs["learning_rate"]) + 2), configs)
+    b = vtune.strategies.successive_halving(refine=0.0)
+    state_b, configs_b = b.ask(b.init(0, SPACE, 16))
+    _, dec_b = b.tell(state_b, np.abs(np.log10(configs_b["learning_rate"]) + 2), configs_b)
+    dist = [np.median(np.abs(np.log10(d.configs["learning_rate"][d.fresh]) + 2))
+            for d in (dec, dec_b)]
+    assert dist[0] < dist[1]
+
+
+def test_an_optuna_model_without_optuna_is_refused_when_configured(monkeypatch):
+    from vtune.strategies import optuna_model
+
+    monkeypatch.setattr(optuna_model, "missing", lambda: "Optuna is not installed")
+    with pytest.raises(ImportError, match="Optuna is not installed"):
+        vtune.strategies.successive_halving(model="optuna_tpe")
+    with pytest.raises(ValueError, match="unknown model"):
+        vtune.strategies.successive_halving(model="smac")

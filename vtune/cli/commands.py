@@ -118,7 +118,7 @@ examples:
 
 a config file, in short (`vtune run --example` prints a commented one):
   task = "digits_mlp"                    # or "package.module:function" -> vtune.Task
-  strategy = "successive_halving"        # or "pbt", "truncation", ...
+  strategy = "bohb"                      # or "successive_halving", "pbt", ...
   population_size = 32
   generations = 8
   steps_per_generation = 150

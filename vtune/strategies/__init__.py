@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from vtune.strategies import base, tpe
+from vtune.strategies import base, optuna_model, tpe
 from vtune.strategies._coarse_to_fine import CoarseToFineState, coarse_to_fine
 from vtune.strategies._grid import grid, grid_counts
 from vtune.strategies._pbt import PBTState, explore, pbt
@@ -40,9 +40,10 @@ REGISTRY = {
     "bohb": bohb,
 }
 
-#: The strategy ``population_search`` uses when none is given: the winner of
-#: ``benchmarks/strategies.py`` (see the README's Strategies section).
-DEFAULT = "successive_halving"
+#: The strategy ``population_search`` uses when none is given: the winner at equal wall
+#: time against Optuna in ``benchmarks/search_quality.py`` (see the README's Strategies
+#: section).
+DEFAULT = "bohb"
 
 
 def get(strategy: str | Strategy | None) -> Strategy:
@@ -64,4 +65,4 @@ def get(strategy: str | Strategy | None) -> Strategy:
 __all__ = ["CoarseToFineState", "DEFAULT", "Decisions", "HalvingState", "PBTState", "REGISTRY",
            "SequenceState", "Strategy", "base", "bohb", "coarse_to_fine", "explore", "get", "grid",
            "grid_counts", "hyperband", "pbt", "quasi_random", "random_search", "rank",
-           "successive_halving", "tpe", "truncation"]
+           "optuna_model", "successive_halving", "tpe", "truncation"]

@@ -13,8 +13,11 @@ cube), the rest with new points of a quasi-random sequence.
 bracket ``i % brackets``); bracket ``b`` starts at ``grace * eta**b``, so some
 slots prune early and aggressively and others late and gently. A refill can
 also come from a model: ``model="tpe"`` proposes the new configurations with a
-tree-structured Parzen estimator fit to the rung-0 scores (BOHB-style; see
-:mod:`vtune.strategies.tpe`).
+tree-structured Parzen estimator (see :mod:`vtune.strategies.tpe`) fit to
+every trial at the furthest rung it reached, ranked by that rung first and its
+score there second, so the model learns from the long-trained trials as soon
+as there are any and from the first rung until then (fidelity-aware, as BOHB's
+model is and as Optuna's TPE ranks pruned trials).
 """
 
 from __future__ import annotations
@@ -25,11 +28,14 @@ import math
 import numpy as np
 
 from vtune.space import Space
+from vtune.strategies import optuna_model
 from vtune.strategies import tpe as tpe_lib
 from vtune.strategies.base import (Decisions, Strategy, check_int, check_method, draw, factory,
                                    finite_scores, keep_all, near, replace_rows, rng, unit)
 
 MAX_RUNGS = 8
+#: The models a refill can come from: vtune's TPE, or an Optuna sampler (optional).
+MODELS = (None, "tpe", *(f"optuna_{s}" for s in optuna_model.SAMPLERS))
 _PARENT, _NEAR, _MODEL = 1, 2, 3  # rng salts
 
 
@@ -48,8 +54,13 @@ class HalvingState:
         recorded at each rung, best first, ``inf`` where empty.
       counts: ``int64[brackets, MAX_RUNGS]``, scores recorded at each rung.
       observed: ``float64[capacity, D]``, unit-cube points of the most recent
-        rung-0 trials of bracket 0 (for ``model="tpe"``; NaN where empty).
-      observed_scores: ``float64[capacity]``, their rung-0 scores.
+        trials to reach their first rung (for ``model="tpe"``; NaN where empty).
+      observed_scores: ``float64[capacity]``, each one's score at the furthest
+        rung it reached.
+      observed_levels: ``int64[capacity]``, that rung's fidelity level (bracket
+        plus rung: the rung at age ``grace * eta**level``).
+      observed_ids: ``int64[capacity]``, the trial each observation belongs to
+        (``birth generation * P + slot``; -1 where empty).
     """
 
     space: Space
@@ -60,6 +71,8 @@ class HalvingState:
     counts: np.ndarray
     observed: np.ndarray
     observed_scores: np.ndarray
+    observed_levels: np.ndarray
+    observed_ids: np.ndarray
     generation: int = 0
     drawn: int = 0
 
@@ -80,8 +93,11 @@ def successive_halving(eta: int = 3, grace: int = 1, brackets: int = 1, refine: 
       radius: standard deviation of a refinement's step in the unit cube (a
         choice switches option with probability ``2 * radius``).
       model: ``None``, or ``"tpe"`` to propose two thirds of the refills that
-        are not refinements with a tree-structured Parzen estimator fit to the
-        rung-0 scores of bracket 0 (the rest stay quasi-random, as in BOHB).
+        are not refinements with a tree-structured Parzen estimator fit to each
+        trial's score at the furthest rung it reached (the rest stay
+        quasi-random, as in BOHB); or ``"optuna_tpe"``, ``"optuna_gp"``,
+        ``"optuna_cmaes"`` for the same with an Optuna sampler as the model
+        (:mod:`vtune.strategies.optuna_model`; needs ``optuna``).
       method: the sequence new samples come from: "sobol", "halton", "random".
       capacity: scores kept per rung, as a multiple of the population size.
         With more records than ``eta * capacity * P`` the cut is the
@@ -103,12 +119,14 @@ def successive_halving(eta: int = 3, grace: int = 1, brackets: int = 1, refine: 
         raise ValueError(f"successive_halving: refine must be in [0, 1], got {refine!r}")
     if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not 0 < radius <= 1:
         raise ValueError(f"successive_halving: radius must be in (0, 1], got {radius!r}")
-    if model not in (None, "tpe"):
-        raise ValueError(f"successive_halving: unknown model {model!r}; use None or 'tpe'")
+    if model not in MODELS:
+        raise ValueError(f"successive_halving: unknown model {model!r}; use one of {MODELS}")
+    if model is not None and model.startswith("optuna") and optuna_model.missing():
+        raise ImportError(f"successive_halving(model={model!r}): {optuna_model.missing()}")
     check_method("successive_halving", method)
     if brackets >= MAX_RUNGS:
         raise ValueError(f"successive_halving: brackets must be < {MAX_RUNGS}, got {brackets}")
-    name = "bohb" if model == "tpe" else "hyperband" if brackets > 1 else "successive_halving"
+    name = "bohb" if model else "hyperband" if brackets > 1 else "successive_halving"
 
     def init(seed: int, space: Space, population_size: int) -> HalvingState:
         cap = capacity * population_size
@@ -118,7 +136,9 @@ def successive_halving(eta: int = 3, grace: int = 1, brackets: int = 1, refine: 
             records=np.full((brackets, MAX_RUNGS, cap), np.inf),
             counts=np.zeros((brackets, MAX_RUNGS), np.int64),
             observed=np.full((cap, len(space.dims)), np.nan),
-            observed_scores=np.full(cap, np.nan))
+            observed_scores=np.full(cap, np.nan),
+            observed_levels=np.zeros(cap, np.int64),
+            observed_ids=np.full(cap, -1, np.int64))
 
     def ask(state: HalvingState):
         return draw(state, state.size, method)
@@ -145,21 +165,18 @@ def successive_halving(eta: int = 3, grace: int = 1, brackets: int = 1, refine: 
         pruned = np.isnan(s)
         for i in arrived:
             pruned[i] = s[i] > _cut(records[bracket[i], rung[i]], counts[bracket[i], rung[i]], eta)
-        first = arrived[(rung[arrived] == 0) & (bracket[arrived] == 0)]
-        observed, observed_scores = _observe(state, s, configs, first)
+        observed = _observe(state, s, configs, arrived, rung[arrived], bracket[arrived])
 
         slots = np.flatnonzero(pruned)
         parent, fresh = keep_all(size)
         fresh[slots] = True
         age[slots] = 0
-        new, drawn = _refill(state, g, slots, ~pruned, s, age, configs, observed,
-                             observed_scores)
+        new, drawn = _refill(state, g, slots, ~pruned, s, age, configs, observed)
         state = dataclasses.replace(state, generation=g, drawn=drawn, age=age, records=records,
-                                    counts=counts, observed=observed,
-                                    observed_scores=observed_scores)
+                                    counts=counts, **observed)
         return state, Decisions(parent, fresh, replace_rows(configs, slots, new))
 
-    def _refill(state, g, slots, alive, s, age, configs, observed, observed_scores):
+    def _refill(state, g, slots, alive, s, age, configs, observed):
         n, drawn = len(slots), state.drawn
         if not n:
             return {}, drawn
@@ -174,10 +191,14 @@ def successive_halving(eta: int = 3, grace: int = 1, brackets: int = 1, refine: 
             u = unit(state.space, configs)[chosen]
             parts.append(near(state.space, u, rng(state.seed, g, _NEAR), radius, 2 * radius))
         rest = n - n_near
-        if rest > 1 and model == "tpe" and tpe_lib.ready(observed_scores, len(state.space.dims)):
+        scores = observed["observed_scores"]
+        if rest > 1 and model and tpe_lib.ready(scores, len(state.space.dims)):
             n_model = rest - rest // 3  # a third stays random, as in BOHB
-            u = tpe_lib.propose(observed, observed_scores, n_model, rng(state.seed, g, _MODEL),
-                                tpe_lib.options(state.space))
+            args = (observed["observed"], scores, n_model, rng(state.seed, g, _MODEL),
+                    tpe_lib.options(state.space))
+            u = (tpe_lib.propose(*args, levels=observed["observed_levels"]) if model == "tpe"
+                 else optuna_model.propose(*args, levels=observed["observed_levels"],
+                                           sampler=model.split("_", 1)[1]))
             parts.append(state.space.decode(u))
             rest -= n_model
         if rest:
@@ -200,14 +221,17 @@ def hyperband(eta: int = 3, grace: int = 1, brackets: int = 3, **kwargs) -> Stra
 
 
 @factory
-def bohb(eta: int = 3, grace: int = 1, refine: float = 0.25, **kwargs) -> Strategy:
+def bohb(eta: int = 3, grace: int = 1, refine: float = 0.25, model: str = "tpe",
+         **kwargs) -> Strategy:
     """:func:`successive_halving` whose refills come from a TPE model (BOHB-style).
 
     Example:
         >>> vtune.strategies.bohb().name
         'bohb'
     """
-    return successive_halving(eta=eta, grace=grace, refine=refine, model="tpe", **kwargs)
+    if model is None:
+        raise ValueError("bohb: model must name a model; successive_halving has none")
+    return successive_halving(eta=eta, grace=grace, refine=refine, model=model, **kwargs)
 
 
 def _cut(records: np.ndarray, count: int, eta: int) -> float:
@@ -221,13 +245,22 @@ def _cut(records: np.ndarray, count: int, eta: int) -> float:
     return float(records[i] + frac * (records[i + 1] - records[i])) if frac else float(records[i])
 
 
-def _observe(state, s, configs, slots):
-    """Adds the rung-0 points and scores of ``slots`` to the ring of observations."""
-    observed, scores = state.observed.copy(), state.observed_scores.copy()
-    if len(slots):
+def _observe(state, s, configs, arrived, rung, bracket) -> dict:
+    """The observation ring after this tell: a trial at its first rung adds its point and
+    score; one at a later rung updates its own entry, if the ring still holds it."""
+    points, scores = state.observed.copy(), state.observed_scores.copy()
+    levels, ids = state.observed_levels.copy(), state.observed_ids.copy()
+    trial = (state.generation - state.age[arrived]) * state.size + arrived  # birth * P + slot
+    new = rung == 0
+    if new.any():
         cap = len(scores)
-        start = int(state.counts[0, 0])  # rung-0 scores of bracket 0 before this tell
-        at = (start + np.arange(len(slots))) % cap
-        observed[at] = unit(state.space, {k: np.asarray(v)[slots] for k, v in configs.items()})
-        scores[at] = s[slots]
-    return observed, scores
+        start = int(state.counts[:, 0].sum())  # first-rung arrivals before this tell
+        at = (start + np.arange(int(new.sum()))) % cap
+        slots = arrived[new]
+        points[at] = unit(state.space, {k: np.asarray(v)[slots] for k, v in configs.items()})
+        scores[at], levels[at], ids[at] = s[slots], bracket[new], trial[new]
+    for i in np.flatnonzero(~new):
+        hit = ids == trial[i]
+        scores[hit], levels[hit] = s[arrived[i]], bracket[i] + rung[i]
+    return {"observed": points, "observed_scores": scores, "observed_levels": levels,
+            "observed_ids": ids}

@@ -1,11 +1,17 @@
 """Tree-structured Parzen estimator proposals (Bergstra et al. 2011), in the unit cube.
 
-A pure function of observations: split them at the ``gamma`` quantile into
-good and bad, fit a Parzen density to each (Gaussian kernels with a
-Scott's-rule bandwidth on numeric dimensions, smoothed frequencies on
-choices), draw candidates from the good density and keep those with the
-highest ratio ``l(x) / g(x)``. :func:`vtune.strategies.bohb` uses it to choose
-the configurations refilled slots start from.
+A pure function of observations: split them into good and bad, fit a Parzen
+density to each (Gaussian kernels with a Scott's-rule bandwidth on numeric
+dimensions, smoothed frequencies on choices), draw candidates from the good
+density and keep those with the highest ratio ``l(x) / g(x)``.
+:func:`vtune.strategies.bohb` uses it to choose the configurations refilled
+slots start from.
+
+Observations can come from different fidelities (a trial pruned at the first
+rung, another that trained to the third): ranked as Optuna's TPE ranks pruned
+trials, by the fidelity reached (higher first), then by the score there. The
+good set is the best ``min(ceil(gamma * n), max_good)`` of them (Optuna's
+default split: 10%, at most 25).
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ def ready(scores: np.ndarray, dims: int) -> bool:
 
 
 def propose(points: np.ndarray, scores: np.ndarray, n: int, generator: np.random.Generator,
-            n_options: np.ndarray, gamma: float = 0.25, candidates: int = 24) -> np.ndarray:
+            n_options: np.ndarray, levels: np.ndarray | None = None, gamma: float = 0.1,
+            max_good: int = 25, candidates: int = 24) -> np.ndarray:
     """``n`` unit-cube points that maximise ``l(x) / g(x)``, each the best of ``candidates``.
 
     Args:
@@ -44,7 +51,10 @@ def propose(points: np.ndarray, scores: np.ndarray, n: int, generator: np.random
       n: points to propose.
       generator: the source of randomness.
       n_options: :func:`options` of the space (choices are sampled as categories).
-      gamma: share of the observations that count as good.
+      levels: ``[N]`` the fidelity each score was measured at (higher: trained
+        longer); default: all the same.
+      gamma: share of the observations that count as good...
+      max_good: ...but at most this many.
       candidates: draws from ``l`` per proposed point.
 
     Example:
@@ -55,10 +65,11 @@ def propose(points: np.ndarray, scores: np.ndarray, n: int, generator: np.random
         True
     """
     keep = np.isfinite(scores)
+    levels = np.zeros(len(scores), np.int64) if levels is None else np.asarray(levels)
     points, scores = np.asarray(points, np.float64)[keep], np.asarray(scores)[keep]
     n_dims = points.shape[1]
-    order = np.argsort(scores, kind="stable")
-    n_good = max(1, int(np.ceil(gamma * len(order))))
+    order = np.lexsort((scores, -levels[keep]))
+    n_good = max(1, min(int(np.ceil(gamma * len(order))), max_good))
     good, bad = points[order[:n_good]], points[order[n_good:]]
     cat = np.asarray(n_options) > 0
 
