@@ -72,14 +72,22 @@ def space() -> dict:
 
 def vtune_task(data: Dataset | None = None, hidden_sizes: Sequence[int] = HIDDEN_SIZES,
                batch_size: int = BATCH_SIZE) -> vtune.Task:
-    """vtune's digits MLP with the baselines' init (lecun normal instead of vtune's he normal)."""
-    task = vtune.tasks.mlp_classifier(data, hidden_sizes=tuple(hidden_sizes),
-                                      batch_size=batch_size)
+    """vtune's MLP with the baselines' init (lecun normal instead of vtune's he normal): a
+    classifier (the digits MLP by default), or a regressor when ``data`` has float targets."""
+    make = (vtune.tasks.mlp_regressor if data is not None and is_regression(data)
+            else vtune.tasks.mlp_classifier)
+    task = make(data, hidden_sizes=tuple(hidden_sizes), batch_size=batch_size)
     return dataclasses.replace(task, defaults={"init": "lecun_normal"})
 
 
+def is_regression(data: Dataset) -> bool:
+    """Float targets: a regression (mean squared error; R² instead of accuracy)."""
+    return bool(np.issubdtype(data.y_train.dtype, np.floating))
+
+
 def layer_sizes(data: Dataset, hidden_sizes: Sequence[int]) -> tuple[int, ...]:
-    return (int(np.prod(data.x_train.shape[1:])), *hidden_sizes, data.num_classes)
+    outputs = 1 if is_regression(data) else data.num_classes
+    return (int(np.prod(data.x_train.shape[1:])), *hidden_sizes, outputs)
 
 
 def _check_names(names) -> None:
@@ -173,7 +181,8 @@ class JaxLoop(_Loop):
     of a search with the same seed computes (tests/test_benchmarks.py checks it).
 
     Args:
-      data: the split (default ``vtune.datasets.digits()``).
+      data: the split (default ``vtune.datasets.digits()``); float targets make it a
+        regression (squared error, one output; R² where a classifier reports accuracy).
       hidden_sizes, batch_size: the network and the minibatch.
       device: where the trial runs (default: the first JAX device).
 
@@ -190,6 +199,7 @@ class JaxLoop(_Loop):
         self._device = jax.devices()[0] if device is None else device
         device = self._device
         self.batch_size = batch_size
+        self.regression = is_regression(data)
         self.traces = collections.Counter()
         self._train_data = jax.device_put((data.x_train, data.y_train), device)
         self._val_data = jax.device_put((data.x_val, data.y_val), device)
@@ -226,8 +236,8 @@ class JaxLoop(_Loop):
             drop_key = jax.random.fold_in(jax.random.fold_in(key, 2), step)
 
             def loss(p):
-                logits = nnx.merge(self._graphdef, p)(x[idx], rate, drop_key)
-                return optax.softmax_cross_entropy_with_integer_labels(logits, y[idx]).mean()
+                out = nnx.merge(self._graphdef, p)(x[idx], rate, drop_key)
+                return self._loss(out, y[idx])
 
             grads = jax.grad(loss)(params)
         updates, opt_state = self._tx.update(grads, opt_state, params)
@@ -236,9 +246,17 @@ class JaxLoop(_Loop):
     def _eval_fn(self, params, data):
         self.traces["eval"] += 1
         x, y = data
-        logits = nnx.merge(self._graphdef, params)(x)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        return jnp.stack([loss, jnp.mean(jnp.argmax(logits, -1) == y)])
+        out = nnx.merge(self._graphdef, params)(x)
+        if self.regression:  # R² in the accuracy's place
+            score = 1.0 - jnp.sum(jnp.square(out[:, 0] - y)) / jnp.sum(jnp.square(y - y.mean()))
+        else:
+            score = jnp.mean(jnp.argmax(out, -1) == y)
+        return jnp.stack([self._loss(out, y), score])
+
+    def _loss(self, out, y):
+        if self.regression:
+            return jnp.mean(jnp.square(out[:, 0] - y))
+        return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
 
     def _start(self, hp, seed):
         # Typed scalars (not Python floats, which are weakly typed) keep one trace, and a

@@ -11,6 +11,13 @@ default_space(), ...)`` (no reports written), with its widths trained in one pro
 width bucket (``bucketing=True``) and in one masked program (``False``, the default),
 cold and warm, to the end of the first generation and of the whole search.
 
+``phases``: where a run's start-up goes, cold and warm: ``import_s`` (process start to
+``import vtune`` done) and ``training_starts_s``, from the ``population_search`` call to
+the moment the first generation's training starts, estimated as the end of generation 1
+less a steady generation's time (generation 3's: generation 2 also loads the refill
+program), with ``generation_s`` that time. The issue's goal: training starts within 1 s
+on a warm cache.
+
     PYTHONPATH=. python benchmarks/startup.py
 """
 
@@ -49,6 +56,33 @@ vtune.population_search(default_task(), default_space(), population_size=32,
 """
 
 
+PHASES = """
+import time
+start = time.perf_counter()
+import json
+from vtune.population.devices import cpu_devices
+cpu_devices(32)
+import vtune
+from vtune.cli.config import default_space, default_task
+imported = time.perf_counter()
+task, space, ends = default_task(), default_space(), []
+called = time.perf_counter()
+vtune.population_search(task, space, population_size=32, generations=3,
+                        steps_per_generation=150, verbose=False,
+                        callbacks=[lambda report: ends.append(time.perf_counter())])
+generation = ends[2] - ends[1]
+print(json.dumps({"import_s": imported - start, "training_starts_s": ends[0] - generation - called,
+                  "generation_s": generation}))
+"""
+
+
+def phases(env: dict) -> dict:
+    out = subprocess.run([sys.executable, "-c", PHASES], env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def timed_run(generations: int, env: dict, bucketing: bool | None = None) -> float:
     start = time.perf_counter()
     child = [CHILD, str(generations)] if bucketing is None else [DIRECT, str(generations),
@@ -81,6 +115,18 @@ def main() -> int:
                        "warm_runs": warm, "off_runs": off}
         print(f"{label}: cold {rows[label]['cold']:.2f} s, warm {rows[label]['warm']:.2f} s, "
               f"cache off {rows[label]['cache_off']:.2f} s")
+    cold, warm = [], []
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory() as d:
+            env = {**base, "VTUNE_COMPILATION_CACHE": d}
+            cold.append(phases(env))
+            warm.append(phases(env))
+    rows["phases"] = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+                      | {"runs": runs} for name, runs in (("cold", cold), ("warm", warm))}
+    for name in ("cold", "warm"):
+        p = rows["phases"][name]
+        print(f"phases, {name}: import {p['import_s']:.2f} s, training starts "
+              f"{p['training_starts_s']:.2f} s after the call, generation {p['generation_s']:.2f} s")
     rows["bucketing"] = {}
     for bucketing in (True, False):
         for generations, label in ((1, "first_generation_s"), (8, "default_search_s")):

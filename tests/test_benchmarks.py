@@ -30,16 +30,22 @@ def jax_loop(tiny_data):
     return baselines.JaxLoop(tiny_data, hidden_sizes=(16,), batch_size=32)
 
 
-def test_jax_loop_computes_vtunes_trial(tiny_data, jax_loop):
-    """Same init, minibatches and update as vtune's trial 0 with the same seed (dropout 0)."""
-    task = baselines.vtune_task(tiny_data, hidden_sizes=(16,), batch_size=32)
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_jax_loop_computes_vtunes_trial(tiny_data, jax_loop, kind):
+    """Same init, minibatches and update as vtune's trial 0 with the same seed (dropout 0):
+    for a regression, vtune's mlp_regressor against the loop's squared error and R²."""
+    data, loop, score = tiny_data, jax_loop, "val_accuracy"
+    if kind == "regressor":
+        data = vtune.datasets.friedman1(num_examples=200)
+        loop, score = baselines.JaxLoop(data, hidden_sizes=(16,), batch_size=32), "val_r2"
+    task = baselines.vtune_task(data, hidden_sizes=(16,), batch_size=32)
     result = vtune.population_search(
         task, {k: vtune.fixed(v) for k, v in HP.items()}, population_size=1, generations=1,
         steps_per_generation=20, seed=3, devices=jax.devices()[:1], verbose=False)
-    mine = jax_loop.train(HP, seed=3, steps=20)
+    mine = loop.train(HP, seed=3, steps=20)
     row = result.history[0]
     assert mine["val_loss"] == pytest.approx(row["val_loss"], rel=1e-5)
-    assert mine["val_accuracy"] == pytest.approx(row["val_accuracy"])
+    assert mine["val_accuracy"] == pytest.approx(row[score], rel=1e-5)
 
 
 def test_jax_loop_trains_without_recompiling(jax_loop, compiles):
@@ -188,31 +194,52 @@ def test_search_quality_time_to_target():
             c.add(0.5, 1.0, 0.5)
             if t is not None:
                 c.add(t, 0.1, 0.9)
-            out.append({"method": method, "seed": seed, "curve": c, "trials": 1, "wall_s": 10.0})
+            out.append({"method": method, "seed": seed, "curve": c, "trials": 1, "wall_s": 10.0,
+                        "startup_s": 0.5, "cache": "cold"})
         return out
 
     class Args:
-        budget, target_tolerance = 10.0, 0.05
+        budget, target_tolerance, caches = 10.0, 0.05, ["cold"]
 
     methods = ["vtune", "optuna_jax", "optuna_torch"]
     summary = search_quality.summarise_task(
         runs("vtune", [1.0, 2.0, 9.0]) + runs("optuna_jax", [6.0, None, 8.0])
-        + runs("optuna_torch", [None, None, 5.0]), methods, Args)
+        + runs("optuna_torch", [None, None, 5.0]), methods, Args, "accuracy")
     assert summary["target_val_loss"] == pytest.approx(0.105)
-    jax_s = summary["methods"]["optuna_jax"]
+    cold = summary["caches"]["cold"]
+    jax_s = cold["methods"]["optuna_jax"]
     assert jax_s["time_to_target_s"]["median"] == 8.0 and jax_s["seeds_reaching_target"] == 2
-    ratio = summary["optuna_time_over_vtune_time"]
-    assert ratio["optuna_jax"]["ratio"] == pytest.approx(4.0) and not ratio["optuna_jax"]["met"]
+    assert jax_s["best_val_accuracy_at_budget"]["median"] == 0.9
+    goal = cold["targets"]["optuna_jax"]
+    # On a CPU the goal is half of Optuna's time: 2 s against 8 s meets it.
+    assert goal["ratio"] == pytest.approx(4.0) and goal["time_met"] and goal["loss_met"]
+    assert goal["met"] is True
     # Optuna's median seed never got there: only a lower bound (budget / vtune's time).
-    assert ratio["optuna_torch"]["ratio_lower_bound"] == pytest.approx(5.0)
-    assert ratio["optuna_torch"]["met"] is True
+    torch_goal = cold["targets"]["optuna_torch"]
+    assert torch_goal["ratio_lower_bound"] == pytest.approx(5.0) and torch_goal["met"] is True
+    # Slower than half of Optuna's time, or a worse median loss: not met.
+    def method(time, loss):
+        return {"time_to_target_s": {"median": time},
+                "best_val_loss_at_budget": {"median": loss}}
+    slow = search_quality.targets({"vtune": method(5.0, 0.1), "optuna_jax": method(6.0, 0.2)},
+                                  10.0, 2.0)["optuna_jax"]
+    assert slow["time_met"] is False and slow["loss_met"] is True and slow["met"] is False
+    worse = search_quality.targets({"vtune": method(1.0, 0.3), "optuna_jax": method(6.0, 0.2)},
+                                   10.0, 2.0)["optuna_jax"]
+    assert worse["time_met"] is True and worse["loss_met"] is False and worse["met"] is False
     assert search_quality.finite({"a": [math.inf, 1.0]}) == {"a": [None, 1.0]}
 
 
-def test_search_quality_reports_missing_optuna(monkeypatch):
+def test_search_quality_tasks_and_missing_methods(monkeypatch):
+    regression = search_quality.dataset("friedman1", 150)
+    assert search_quality.score_metric(regression) == "r2"
+    assert search_quality.score_metric(search_quality.dataset("digits_small", 150)) == "accuracy"
+    assert len(search_quality.dataset("digits_small", 150).x_train) == 150
+    assert search_quality.missing("optuna_torch", regression) == \
+        "the torch loop trains classifiers only"
     hide(monkeypatch, "optuna")
-    assert search_quality.missing("optuna_jax") == "optuna not installed"
-    assert search_quality.missing("vtune") is None
+    assert search_quality.missing("optuna_jax", regression) == "optuna not installed"
+    assert search_quality.missing("vtune", regression) is None
 
 
 def test_torch_baselines_train(tiny_data):

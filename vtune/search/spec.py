@@ -10,7 +10,7 @@ Example:
     >>> spec = SearchSpec.create(vtune.Space({"learning_rate": vtune.loguniform(1e-4, 1.0)}),
     ...                          population_size=8, generations=2, objective="val_accuracy")
     >>> spec.mode, spec.strategy.name
-    ('max', 'successive_halving')
+    ('max', 'bohb')
 """
 
 from __future__ import annotations
