@@ -74,19 +74,14 @@ def vtune_task(data: Dataset | None = None, hidden_sizes: Sequence[int] = HIDDEN
                batch_size: int = BATCH_SIZE) -> vtune.Task:
     """vtune's MLP with the baselines' init (lecun normal instead of vtune's he normal): a
     classifier (the digits MLP by default), or a regressor when ``data`` has float targets."""
-    make = (vtune.tasks.mlp_regressor if data is not None and is_regression(data)
-            else vtune.tasks.mlp_classifier)
+    make = (vtune.tasks.mlp_classifier if data is None or data.has_class_labels
+            else vtune.tasks.mlp_regressor)
     task = make(data, hidden_sizes=tuple(hidden_sizes), batch_size=batch_size)
     return dataclasses.replace(task, defaults={"init": "lecun_normal"})
 
 
-def is_regression(data: Dataset) -> bool:
-    """Float targets: a regression (mean squared error; R² instead of accuracy)."""
-    return bool(np.issubdtype(data.y_train.dtype, np.floating))
-
-
 def layer_sizes(data: Dataset, hidden_sizes: Sequence[int]) -> tuple[int, ...]:
-    outputs = 1 if is_regression(data) else data.num_classes
+    outputs = data.num_classes if data.has_class_labels else 1
     return (int(np.prod(data.x_train.shape[1:])), *hidden_sizes, outputs)
 
 
@@ -199,7 +194,7 @@ class JaxLoop(_Loop):
         self._device = jax.devices()[0] if device is None else device
         device = self._device
         self.batch_size = batch_size
-        self.regression = is_regression(data)
+        self.regression = not data.has_class_labels
         self.traces = collections.Counter()
         self._train_data = jax.device_put((data.x_train, data.y_train), device)
         self._val_data = jax.device_put((data.x_val, data.y_val), device)

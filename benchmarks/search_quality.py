@@ -17,8 +17,8 @@ budget per search (``--budget`` seconds), on four tasks:
   which 5 matter, noise 1: the best possible squared error is about 1). 64 random
   configurations trained 1000 steps: best 1.57, median 3.1, 75th percentile 5.9; the
   learning rate decides most of it (below 3e-4 nothing gets under 5);
-* ``teacher_student``: a regression onto a random tanh teacher, ``vtune.datasets.
-  teacher_student(num_examples=4000, noise=0.01)`` (16 inputs, 32 teacher units), where
+* ``teacher_student``: a regression onto a random tanh teacher,
+  ``vtune.datasets.teacher_student()`` (4000 examples, 16 inputs, 32 teacher units), where
   good settings are rare: of 64 random configurations trained 1000 steps only 4 came within
   5% of the best (0.056); those had learning rates of 2e-3 to 8e-3 and little dropout.
 
@@ -116,9 +116,6 @@ TASKS = ("digits", "digits_small", "friedman1", "teacher_student")
 CACHES = ("cold", "warm")
 #: The methods run when ``--methods`` is not given (the issue's comparison).
 DEFAULT_METHODS = ("vtune", "optuna_jax", "optuna_torch")
-#: The teacher-student task: enough data and little noise that fitting precisely is what
-#: counts; see the module docstring for how rare good settings are.
-TEACHER_STUDENT = {"num_examples": 4000, "noise": 0.01}
 
 
 def dataset(name: str, small_train: int) -> Dataset:
@@ -126,7 +123,7 @@ def dataset(name: str, small_train: int) -> Dataset:
     if name == "friedman1":
         return vtune.datasets.friedman1()
     if name == "teacher_student":
-        return vtune.datasets.teacher_student(**TEACHER_STUDENT)
+        return vtune.datasets.teacher_student()
     full = vtune.datasets.digits()
     if name == "digits":
         return full
@@ -136,7 +133,7 @@ def dataset(name: str, small_train: int) -> Dataset:
 
 def score_metric(data: Dataset) -> str:
     """The metric a curve tracks beside the loss: accuracy, or R² for a regression."""
-    return "r2" if baselines.is_regression(data) else "accuracy"
+    return "accuracy" if data.has_class_labels else "r2"
 
 
 def use_cache(directory: str) -> None:
@@ -283,8 +280,8 @@ def missing(method: str, data: Dataset) -> str | None:
     if method.startswith("optuna") and importlib.util.find_spec("optuna") is None:
         return "optuna not installed"
     if method == "optuna_torch":
-        return ("the torch loop trains classifiers only" if baselines.is_regression(data)
-                else baselines.torch_missing())
+        return (baselines.torch_missing() if data.has_class_labels
+                else "the torch loop trains classifiers only")
     return None
 
 
@@ -507,7 +504,6 @@ def main(argv=None) -> dict:
                      "space": vtune.Space(baselines.space()).to_json(),
                      "structure_space": vtune.Space(STRUCTURE).to_json(),
                      "structure_allocation": STRUCTURE_ALLOCATION,
-                     "teacher_student": TEACHER_STUDENT,
                      "objective": "val_loss",
                      "curve_point": ["wall_s", "best_val_loss", "best_val_score"]},
         "tasks": tasks,

@@ -6,7 +6,6 @@ from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
@@ -151,17 +150,11 @@ def mlp_regressor(data: datasets.Dataset, *, hidden_sizes: Sequence[int] = (128,
         >>> task.name
         'mlp_regressor(10-32-1,relu,dropout=True)'
     """
-    if isinstance(data, datasets.Dataset) and (
-            data.y_train.ndim != 1 or not np.issubdtype(data.y_train.dtype, np.floating)):
+    if isinstance(data, datasets.Dataset) and (data.has_class_labels or data.y_train.ndim != 1):
         raise ValueError(f"mlp_regressor: targets must be floats of shape [n], got "
                          f"{data.y_train.dtype} {data.y_train.shape}")
     return _mlp("mlp_regressor", data, hidden_sizes, activation, dropout, batch_size,
                 optimizer, dtype, classification=False)
-
-
-def mean_squared_error(pred, targets):
-    """Mean of the squared differences (the regression loss)."""
-    return jnp.mean(jnp.square(pred - targets))
 
 
 def _mlp(kind, data, hidden_sizes, activation, dropout, batch_size, optimizer, dtype, *,
@@ -190,6 +183,10 @@ def _mlp(kind, data, hidden_sizes, activation, dropout, batch_size, optimizer, d
                    squeeze=not classification)
 
     name = f"{kind}({'-'.join(map(str, sizes))},{activation},dropout={dropout})"
-    extra = {} if classification else {"loss": mean_squared_error, "classification": False}
+    extra = {} if classification else {"loss": _mean_squared_error, "classification": False}
     return from_nnx(model, data, batch_size=batch_size, optimizer=optimizer, name=name,
                     defaults=structure_names(tuple(hidden_sizes)), **extra)
+
+
+def _mean_squared_error(pred, targets):
+    return optax.squared_error(pred, targets).mean()

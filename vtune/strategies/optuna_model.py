@@ -25,6 +25,8 @@ import importlib.util
 
 import numpy as np
 
+from vtune.strategies import tpe
+
 #: The samplers :func:`propose` can use, by name.
 SAMPLERS = ("tpe", "gp", "cmaes")
 
@@ -58,9 +60,7 @@ def propose(points: np.ndarray, scores: np.ndarray, n: int, generator: np.random
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown Optuna sampler {sampler!r}; use one of {SAMPLERS}")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    keep = np.isfinite(scores)
-    levels = np.zeros(len(scores), np.int64) if levels is None else np.asarray(levels)
-    points, scores, levels = np.asarray(points, np.float64)[keep], scores[keep], levels[keep]
+    points, scores, levels = tpe.finite(points, scores, levels)
     dists = {f"x{d}": (optuna.distributions.CategoricalDistribution(list(range(int(k))))
                        if k else optuna.distributions.FloatDistribution(0.0, 1.0))
              for d, k in enumerate(n_options)}

@@ -64,11 +64,9 @@ def propose(points: np.ndarray, scores: np.ndarray, n: int, generator: np.random
         >>> bool(np.all(np.abs(u - 0.3) < 0.2))
         True
     """
-    keep = np.isfinite(scores)
-    levels = np.zeros(len(scores), np.int64) if levels is None else np.asarray(levels)
-    points, scores = np.asarray(points, np.float64)[keep], np.asarray(scores)[keep]
+    points, scores, levels = finite(points, scores, levels)
     n_dims = points.shape[1]
-    order = np.lexsort((scores, -levels[keep]))
+    order = np.lexsort((scores, -levels))
     n_good = max(1, min(int(np.ceil(gamma * len(order))), max_good))
     good, bad = points[order[:n_good]], points[order[n_good:]]
     cat = np.asarray(n_options) > 0
@@ -85,6 +83,14 @@ def propose(points: np.ndarray, scores: np.ndarray, n: int, generator: np.random
     ratio = _log_density(x, good, cat, n_options) - _log_density(x, bad, cat, n_options)
     best = np.argmax(ratio.reshape(n, candidates), axis=1)
     return x.reshape(n, candidates, n_dims)[np.arange(n), best]
+
+
+def finite(points: np.ndarray, scores: np.ndarray, levels: np.ndarray | None = None):
+    """The observations with a finite score: ``(points, scores, levels)`` as arrays, the
+    levels 0 when not given."""
+    keep = np.isfinite(scores)
+    levels = np.zeros(len(scores), np.int64) if levels is None else np.asarray(levels)
+    return np.asarray(points, np.float64)[keep], np.asarray(scores)[keep], levels[keep]
 
 
 def _bandwidth(x: np.ndarray) -> np.ndarray:
